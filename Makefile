@@ -1,0 +1,36 @@
+# The two commands of the README. Each creates .venv when it is missing and installs the project
+# with the extras it needs; a stamp file per extra set keeps reruns quick.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.stamp-demo: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[plot]'
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.stamp-demo
+
+demo: $(VENV)/.stamp-demo
+	$(PY) -m kmeans_stream.cli demo --out demo_output
+
+lint: $(VENV)/.stamp-dev
+	$(PY) -m ruff check kmeans_stream tests benchmarks
+
+# pytest exits 5 when it collected no test: that is a failure here, not a green run.
+test: lint
+	$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: $(VENV)/.stamp-dev
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/cpu.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

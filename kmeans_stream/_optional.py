@@ -1,0 +1,37 @@
+"""Import an optional dependency where it is used, failing at once with the install hint."""
+
+import importlib
+from types import ModuleType
+
+# module name -> (what needs it, the extra that installs it)
+_EXTRAS = {
+    "numba": "numba",
+    "cupy": "gpu",
+    "boto3": "sagemaker",
+    "dask": "dask",
+    "distributed": "dask",
+    "matplotlib": "plot",
+    "pyarrow": "io",
+    "scipy": "io",
+    "tqdm": "dev",
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import `module`, or raise ImportError saying which extra brings it.
+
+    Parameters
+    ----------
+    module : str
+        The module to import, such as ``"numba"`` or ``"matplotlib.pyplot"``.
+    purpose : str
+        What needs it, for the message, such as ``"backend='numba'"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        extra = _EXTRAS.get(top, top)
+        raise ImportError(
+            f"{purpose} needs {top}: pip install 'kmeans-stream[{extra}]'"
+        ) from exc

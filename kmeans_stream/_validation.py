@@ -1,0 +1,88 @@
+"""Input checks with scikit-learn's wording, without importing scikit-learn."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def is_sparse(X: Any) -> bool:
+    """True for a scipy.sparse matrix or array (scipy is never imported just to ask)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
+def is_in_memory(X: Any) -> bool:
+    """True for data that is one dense table: arrays, DataFrames, lists of rows."""
+    if is_sparse(X):
+        return False
+    if isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+        return True
+    if isinstance(X, (list, tuple)):
+        return not (len(X) > 0 and np.ndim(X[0]) == 2)
+    return False
+
+
+def check_array(X: Any, *, name: str = "X", estimator: str = "KMeans") -> np.ndarray:
+    """A 2-D, finite float32 or float64 array from `X`, as scikit-learn's check_array.
+
+    float32 and float64 keep their dtype; other numeric input becomes float64. A float32 or
+    float64 C-contiguous array is returned as it is, without a copy.
+    """
+    array = np.asarray(X)
+    if array.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    if array.dtype not in (np.float32, np.float64):
+        try:
+            array = array.astype(np.float64)
+        except TypeError as exc:  # a TypeError, as scikit-learn raises for object arrays
+            raise TypeError(f"{name} must hold numbers: {exc}") from exc
+    if array.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {array.ndim}D array instead: {name}.shape={array.shape}. "
+            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    check_shape(array, name=name, estimator=estimator)
+    check_finite(array, name=name)
+    return np.ascontiguousarray(array)
+
+
+def check_shape(array: np.ndarray, *, name: str = "X", estimator: str = "KMeans") -> None:
+    """At least one sample and one feature, with scikit-learn's message."""
+    n_samples, n_features = array.shape
+    if n_samples < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={array.shape}) while a minimum of 1 is "
+            f"required by {estimator}."
+        )
+    if n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 is "
+            f"required by {estimator}."
+        )
+
+
+def check_finite(array: np.ndarray, *, name: str = "X", row_offset: int = 0) -> None:
+    """Raise naming the first row and column holding NaN or infinity."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    row, col = np.argwhere(~finite)[0]
+    value = array[row, col]
+    what = "NaN" if np.isnan(value) else "infinity or a value too large for dtype('float64')"
+    raise ValueError(
+        f"Input {name} contains {what} (first at row {row + row_offset}, column {col})."
+    )
+
+
+def check_n_features(n_features: int, expected: int, *, estimator: str = "KMeans",
+                     where: str = "") -> None:
+    """The feature count must match what the estimator was fitted (or started) with."""
+    if n_features != expected:
+        raise ValueError(
+            f"X has {n_features} features, but {estimator} is expecting {expected} features "
+            f"as input{where}."
+        )

@@ -1,0 +1,414 @@
+"""KMeans: SageMaker K-Means' hyperparameters and semantics behind scikit-learn's surface.
+
+The estimator validates, picks a backend, feeds the algorithm batches and keeps the fitted state.
+Nothing is assigned to the estimator until a fit has succeeded, so a bad batch never leaves a
+half-fitted model behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import algorithm
+from ._params import ParamsMixin
+from ._validation import (
+    check_array,
+    check_finite,
+    check_n_features,
+    check_shape,
+    is_in_memory,
+    is_sparse,
+)
+from .backends import get_kernels, resolve_backend
+from .exceptions import not_fitted_error
+from .hyperparameters import from_strings, numpydoc_parameters, to_strings, validate_all
+
+_PREDICT_ROWS = 65536  # rows densified at a time when predicting on a sparse matrix
+
+
+@dataclass
+class _Fit:
+    """Everything one successful fit produces, committed to the estimator in one step."""
+
+    state: algorithm.StreamState | None  # None for a SageMaker model: its state is opaque
+    reduction: algorithm.Reduction
+    rng: np.random.Generator
+    n_features: int
+    backend: str
+    feature_names: np.ndarray | None = None
+
+
+class KMeans(ParamsMixin):
+    def __init__(
+        self,
+        k=None,
+        *,
+        feature_dim=None,
+        mini_batch_size=5000,
+        epochs=1,
+        init_method="random",
+        extra_center_factor="auto",
+        half_life_time_size=0,
+        local_lloyd_init_method="kmeans++",
+        local_lloyd_max_iter=300,
+        local_lloyd_num_trials="auto",
+        local_lloyd_tol=0.0001,
+        eval_metrics=("msd",),
+        force_dense=None,
+        backend="auto",
+        random_state=None,
+        shuffle=False,
+        verbose=False,
+    ):
+        self.k = k
+        self.feature_dim = feature_dim
+        self.mini_batch_size = mini_batch_size
+        self.epochs = epochs
+        self.init_method = init_method
+        self.extra_center_factor = extra_center_factor
+        self.half_life_time_size = half_life_time_size
+        self.local_lloyd_init_method = local_lloyd_init_method
+        self.local_lloyd_max_iter = local_lloyd_max_iter
+        self.local_lloyd_num_trials = local_lloyd_num_trials
+        self.local_lloyd_tol = local_lloyd_tol
+        self.eval_metrics = eval_metrics
+        self.force_dense = force_dense
+        self.backend = backend
+        self.random_state = random_state
+        self.shuffle = shuffle
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any = None) -> KMeans:
+        """Fit on in-memory data or a stream of batches.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of 2-D batches, path or URI
+            In-memory data is checked whole first; a stream is checked batch by batch, and an
+            error names the row where it applies. Paths and ``s3://`` URIs are read by
+            `kmeans_stream.io.iter_batches`.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        hp = validate_all(self.get_params())
+        kernels = get_kernels(hp["backend"])
+        rng = _make_rng(hp["random_state"])
+        if is_in_memory(X):
+            X, names = _feature_names(X)
+            X = check_array(X)
+            fitted = self._fit_array(X, hp, kernels, rng)
+            fitted.feature_names = names
+        else:
+            fitted = self._fit_stream(X, hp, kernels, rng)
+        self._commit(fitted)
+        if isinstance(X, np.ndarray) or is_sparse(X):
+            self._set_labels(X)
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> KMeans:
+        """Stream one more chunk of data through the streaming centers, then reduce to k.
+
+        The first call initialises the K streaming centers from its first mini-batch. A call
+        that fails leaves the estimator as it was, so the next call continues as if the bad
+        chunk never came. The reduction to k runs after every call.
+        """
+        hp = validate_all(self.get_params())
+        X = _dense(X)
+        previous = getattr(self, "_fit", None)
+        if previous is not None:
+            check_n_features(X.shape[1], previous.n_features)
+            if previous.state is None:
+                raise ValueError(
+                    "This model was loaded from a SageMaker artifact, whose streaming state is "
+                    "opaque; partial_fit cannot continue it. Fit a new model instead."
+                )
+        _check_feature_dim(hp, X.shape[1])
+        kernels = get_kernels(hp["backend"])
+        if previous is None:
+            rng = _make_rng(hp["random_state"])
+            state = algorithm.initialize(X[: hp["mini_batch_size"]], hp, kernels, rng)
+        else:
+            rng = copy.deepcopy(previous.rng)
+            state = copy.deepcopy(previous.state)
+        state.update(X, hp, kernels)
+        reduction = algorithm.reduce_centers(state, hp, kernels, rng)
+        self._commit(_Fit(state, reduction, rng, X.shape[1], resolve_backend(hp["backend"])))
+        for stale in ("labels_", "inertia_"):
+            self.__dict__.pop(stale, None)
+        return self
+
+    def _fit_array(self, X: np.ndarray, hp: dict, kernels: Any, rng: np.random.Generator) -> _Fit:
+        _check_feature_dim(hp, X.shape[1])
+        batch = hp["mini_batch_size"]
+        state = None
+        for _ in range(hp["epochs"]):
+            order = rng.permutation(len(X)) if hp["shuffle"] else None
+            first = X[:batch] if order is None else X[np.sort(order[:batch])]
+            if state is None:
+                state = algorithm.initialize(first, hp, kernels, rng)
+            if order is None:
+                state.update(X, hp, kernels)
+            else:
+                for start in range(0, len(X), batch):
+                    state.update(X[order[start:start + batch]], hp, kernels)
+        reduction = algorithm.reduce_centers(state, hp, kernels, rng)
+        return _Fit(state, reduction, rng, X.shape[1], resolve_backend(hp["backend"]))
+
+    def _fit_stream(self, source: Any, hp: dict, kernels: Any, rng: np.random.Generator) -> _Fit:
+        from .io.sources import describe_source, is_reiterable, iter_batches
+
+        if hp["epochs"] > 1 and not is_reiterable(source):
+            raise ValueError(
+                f"epochs={hp['epochs']} needs a source that can be read again, but "
+                f"{describe_source(source)} is a one-shot iterator; pass a list, an array, "
+                "a path or a URI, or set epochs=1."
+            )
+        state, n_features = None, None
+        for _ in range(hp["epochs"]):
+            offset = 0
+            for raw in iter_batches(source, hp["mini_batch_size"]):
+                batch = _check_batch(raw, n_features, offset)
+                if n_features is None:
+                    _check_feature_dim(hp, batch.shape[1])
+                n_features = batch.shape[1]
+                if state is None:
+                    state = algorithm.initialize(batch, hp, kernels, rng)
+                state.update(batch, hp, kernels)
+                offset += len(batch)
+        if state is None:
+            raise ValueError(
+                f"Found 0 sample(s) in {describe_source(source)} while a minimum of 1 is "
+                "required by KMeans."
+            )
+        reduction = algorithm.reduce_centers(state, hp, kernels, rng)
+        return _Fit(state, reduction, rng, n_features, resolve_backend(hp["backend"]))
+
+    def _commit(self, fitted: _Fit) -> None:
+        self._fit = fitted
+        source = fitted.reduction if fitted.state is None else fitted.state
+        dtype = source.centers.dtype
+        self.cluster_centers_ = fitted.reduction.centers.astype(dtype)
+        self.counts_ = fitted.reduction.weights
+        self.train_msd_ = fitted.reduction.train_msd
+        self.n_iter_ = fitted.reduction.n_iter
+        self.n_features_in_ = fitted.n_features
+        if fitted.state is not None:
+            self.n_samples_seen_ = fitted.state.n_seen
+            self.n_streaming_centers_ = len(fitted.state.counts)
+        if fitted.feature_names is not None:
+            self.feature_names_in_ = fitted.feature_names
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+
+    def _set_labels(self, X: Any) -> None:
+        labels, sq_dist = self._assign(X)
+        self.labels_ = labels
+        self.inertia_ = float(sq_dist.sum())
+
+    # ------------------------------------------------------------------ using the model
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Index of the closest of the k centers for each row (SageMaker's closest_cluster)."""
+        return self._assign(X)[0]
+
+    def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """SageMaker's endpoint answer: (closest_cluster, distance_to_cluster).
+
+        distance_to_cluster is the plain Euclidean distance, not squared (spec section 0).
+        """
+        labels, sq_dist = self._assign(X)
+        return labels, np.sqrt(sq_dist)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Euclidean distance of each row to each of the k centers, shape (n_samples, k)."""
+        self._check_fitted()
+        kernels = get_kernels(self._fit.backend)
+        parts = [kernels.transform(batch, self._centers_for(batch)) for batch in self._batches(X)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit on in-memory data and return `labels_`."""
+        return self.fit(X).labels_
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit, then the distances of X to the k centers."""
+        return self.fit(X).transform(X)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative sum of squared distances to the closest center (scikit-learn's convention)."""
+        return -float(self._assign(X)[1].sum())
+
+    def evaluate(self, X: Any) -> dict[str, float]:
+        """The `eval_metrics` SageMaker reports on a test channel: 'test:msd' and/or 'test:ssd'."""
+        sq_dist = self._assign(X)[1]
+        metrics = validate_all(self.get_params())["eval_metrics"]
+        values = {"msd": float(sq_dist.mean()), "ssd": float(sq_dist.sum())}
+        return {f"test:{name}": values[name] for name in metrics}
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the transform's columns: kmeans0, kmeans1, ..."""
+        self._check_fitted()
+        return np.asarray([f"kmeans{i}" for i in range(len(self.cluster_centers_))], dtype=object)
+
+    def _assign(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        self._check_fitted()
+        kernels = get_kernels(self._fit.backend)
+        labels, sq_dist = [], []
+        for batch in self._batches(X):
+            lab, sq = kernels.assign_labels(batch, self._centers_for(batch))
+            labels.append(lab)
+            sq_dist.append(sq)
+        if len(labels) == 1:
+            return labels[0], sq_dist[0]
+        return np.concatenate(labels), np.concatenate(sq_dist)
+
+    def _batches(self, X: Any):
+        """X checked against the fitted model, whole when dense, in slices when sparse."""
+        if is_sparse(X):
+            X = X.tocsr()
+            check_shape(X)
+            check_n_features(X.shape[1], self.n_features_in_)
+            for start in range(0, X.shape[0], _PREDICT_ROWS):
+                yield _check_batch(X[start:start + _PREDICT_ROWS].toarray(), None, start)
+            return
+        X, _ = _feature_names(X)
+        X = check_array(X)
+        check_n_features(X.shape[1], self.n_features_in_)
+        yield X
+
+    def _centers_for(self, X: np.ndarray) -> np.ndarray:
+        centers = self.cluster_centers_
+        return centers if centers.dtype == X.dtype else centers.astype(X.dtype)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_fit"):
+            raise not_fitted_error(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    # ------------------------------------------------------------------ SageMaker
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a model.tar.gz that SageMaker's K-Means image serves and `load` reads back.
+
+        ``model_algo-1`` holds the (k, feature_dim) float32 centers; ``kmeans_stream.json``
+        holds the hyperparameters and the fitted state. Written to a temporary name, then
+        renamed, so a crash never leaves a half-written model.
+        """
+        from .persistence import save
+
+        return save(self, path)
+
+    def to_sagemaker_hyperparameters(self, feature_dim: int | None = None) -> dict[str, str]:
+        """The string map a CreateTrainingJob call sends for this estimator.
+
+        Unset optional values are left out and local-only knobs (backend, random_state, shuffle,
+        verbose) are never sent. feature_dim comes from the argument, else the parameter, else
+        the fitted data.
+        """
+        values = validate_all(self.get_params())
+        dim = feature_dim or values["feature_dim"] or getattr(self, "n_features_in_", None)
+        if dim is None:
+            raise ValueError(
+                "feature_dim is unknown: pass feature_dim=, set the parameter, or fit first."
+            )
+        values["feature_dim"] = validate_all({**self.get_params(), "feature_dim": dim})[
+            "feature_dim"
+        ]
+        return to_strings(values)
+
+    @classmethod
+    def from_sagemaker_hyperparameters(cls, hyperparameters: dict[str, str]) -> KMeans:
+        """A KMeans from SageMaker's string map (hyperparameters.json, a DescribeTrainingJob).
+
+        force_dense and the container's internal '_*' keys are accepted and ignored.
+        """
+        return cls(**from_strings(hyperparameters))
+
+
+KMeans.__doc__ = f"""SageMaker's streaming mini-batch K-Means, run locally.
+
+A streaming pass keeps K = k * extra_center_factor centers, each the exact running (decayed)
+mean of the points it received, starting from the first mini-batch; a weighted Lloyd then
+reduces them to k. Hyperparameters are SageMaker's, by the same names, as Python values or as
+the strings SageMaker sends; they are validated at fit time.
+
+Parameters
+----------
+{numpydoc_parameters()}
+
+Attributes
+----------
+cluster_centers_ : ndarray of shape (k, n_features)
+counts_ : ndarray of shape (k,)
+    The (decayed) number of points behind each final center.
+labels_ : ndarray of shape (n_samples,)
+    Set when fitted on in-memory data.
+inertia_ : float
+    Sum of squared distances of the training rows to their closest center (in-memory data).
+train_msd_ : float
+    SageMaker's train:msd: the best reduction trial's weighted mean squared distance of the K
+    streaming centers to the k final centers.
+n_features_in_ : int
+n_iter_ : int
+    Lloyd iterations of the best reduction trial.
+n_samples_seen_ : int
+n_streaming_centers_ : int
+    K, after the first mini-batch lowered it where needed.
+"""
+
+
+def _make_rng(random_state: Any) -> np.random.Generator:
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    return np.random.default_rng(random_state)
+
+
+def _feature_names(X: Any) -> tuple[Any, np.ndarray | None]:
+    columns = getattr(X, "columns", None)
+    if columns is not None and len(columns) and all(isinstance(c, str) for c in columns):
+        return X, np.asarray(list(columns), dtype=object)
+    return X, None
+
+
+def _dense(X: Any) -> np.ndarray:
+    return check_array(X.toarray() if is_sparse(X) else X)
+
+
+def _check_batch(batch: Any, n_features: int | None, offset: int) -> np.ndarray:
+    array = np.asarray(batch)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    if array.ndim != 2:
+        raise ValueError(
+            f"Each batch must be 2-D; the batch starting at row {offset} has shape {array.shape}."
+        )
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(
+            f"The batch starting at row {offset} has {array.shape[1]} features, but the data "
+            f"before it had {n_features}."
+        )
+    check_finite(array, row_offset=offset)
+    return np.ascontiguousarray(array)
+
+
+def _check_feature_dim(hp: dict, n_features: int) -> None:
+    if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
+        raise ValueError(
+            f"feature_dim={hp['feature_dim']} but the data has {n_features} features."
+        )
+
+
+__all__ = ["KMeans"]

@@ -1,0 +1,35 @@
+"""The errors kmeans_stream raises on purpose; each is a ValueError so callers can catch broadly."""
+
+import sys
+
+
+class InvalidHyperparameterError(ValueError):
+    """A hyperparameter is unknown, malformed or out of its documented range."""
+
+
+class DataFormatError(ValueError):
+    """Training or inference data is malformed; the message names the file and offset or line."""
+
+
+class ModelFormatError(ValueError):
+    """A model artifact (model.tar.gz, an MXNet NDArray file) is malformed or hostile."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The estimator is used before `fit`; a ValueError and an AttributeError, as scikit-learn's."""
+
+
+def not_fitted_error(message: str) -> NotFittedError:
+    """A NotFittedError that is also scikit-learn's NotFittedError when scikit-learn is loaded.
+
+    kmeans_stream does not import scikit-learn, but code that catches scikit-learn's error (and
+    its own estimator checks) should catch ours too.
+    """
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None:
+        return NotFittedError(message)
+    combined = type(
+        "NotFittedError", (NotFittedError, sklearn_exceptions.NotFittedError),
+        {"__module__": __name__},
+    )
+    return combined(message)

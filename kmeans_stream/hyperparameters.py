@@ -1,0 +1,358 @@
+"""THE hyperparameter table: SageMaker K-Means' keys, defaults and ranges, and the local knobs.
+
+One tuple of records drives validation at fit time, the strings a CreateTrainingJob call sends,
+parsing those strings back (artifacts, the CLI, ``hyperparameters.json``) and the estimator's
+docstring. Values may be Python values or the strings SageMaker and its SDKs send ('5000',
+'auto', '["msd", "ssd"]', "[msd, ssd]", 'True'); the AWS page's ranges win over the SDK's stricter
+ones (k >= 1 is allowed).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import InvalidHyperparameterError
+
+logger = logging.getLogger(__name__)
+
+_INF = math.inf
+
+
+# --------------------------------------------------------------------------- constraints
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number of `kind` ('int' or 'float') in [low, high]."""
+
+    kind: str
+    low: float
+    high: float = _INF
+
+    def __str__(self) -> str:
+        article = "an" if self.kind == "int" else "a"
+        high = "inf)" if self.high == _INF else f"{self.high}]"
+        return f"{article} {self.kind} in the range [{self.low}, {high}"
+
+    def parse(self, text: str) -> Any:
+        value = float(text)
+        if self.kind == "int":
+            if not value.is_integer():
+                raise ValueError(text)
+            return int(value)
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
+            return False
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Options:
+    """One of a fixed set of strings."""
+
+    options: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "a str among {" + ", ".join(repr(o) for o in self.options) + "}"
+
+    def parse(self, text: str) -> str:
+        return text.strip()
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.options
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """True or False; strings 'True', 'true', 'false', '1', '0' too."""
+
+    def __str__(self) -> str:
+        return "a bool"
+
+    def parse(self, text: str) -> bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(text)
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class NoneValue:
+    """None: the value left unset (and not sent to SageMaker)."""
+
+    def __str__(self) -> str:
+        return "None"
+
+    def parse(self, text: str) -> None:
+        if text.strip().lower() not in ("none", "null", ""):
+            raise ValueError(text)
+        return None
+
+    def accepts(self, value: Any) -> bool:
+        return value is None
+
+
+@dataclass(frozen=True)
+class MetricList:
+    """A non-empty list of metric names from `options`; SageMaker sends it as a JSON list."""
+
+    options: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "a list of str among {" + ", ".join(repr(o) for o in self.options) + "}"
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        return tuple(_parse_list(text))
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            return False
+        return all(isinstance(v, str) and v in self.options for v in value)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """None, an int >= 0, or a numpy Generator / RandomState."""
+
+    def __str__(self) -> str:
+        return "an int in the range [0, inf), a numpy Generator or None"
+
+    def parse(self, text: str) -> int | None:
+        return None if text.strip().lower() in ("none", "null") else int(text)
+
+    def accepts(self, value: Any) -> bool:
+        import numpy as np
+
+        if value is None or isinstance(value, (np.random.Generator, np.random.RandomState)):
+            return True
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_list(text: str) -> list[str]:
+    """Parse a metric list as any client sends it: JSON, Python repr, [a, b] or a bare name."""
+    text = text.strip()
+    for loads in (json.loads, ast.literal_eval):
+        try:
+            value = loads(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, (list, tuple)):
+            return [str(v).strip() for v in value]
+        if isinstance(value, str):
+            return [value.strip()]
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One row of the table."""
+
+    name: str
+    default: Any
+    constraints: tuple[Any, ...]
+    doc: str
+    sagemaker: bool = True  # sent to a SageMaker training job
+    required: bool = False
+
+    def describe(self) -> str:
+        """The constraint text of the error template, unions joined by 'or'."""
+        parts = [str(c) for c in self.constraints]
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+_INT1 = Interval("int", 1)
+_INT0 = Interval("int", 0)
+_AUTO = Options(("auto",))
+_INITS = Options(("random", "kmeans++"))
+BACKENDS = ("auto", "numpy", "numba", "cupy", "sagemaker", "dask")
+
+HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter("k", None, (_INT1,), "Number of clusters (required).", required=True),
+    Hyperparameter(
+        "feature_dim", None, (_INT1, NoneValue()),
+        "Number of features; None takes it from the data. A given value must match the data.",
+    ),
+    Hyperparameter(
+        "mini_batch_size", 5000, (_INT1,),
+        "Rows per mini-batch of the streaming pass; the first one initialises the centers.",
+    ),
+    Hyperparameter("epochs", 1, (_INT1,), "Passes over the training data."),
+    Hyperparameter(
+        "init_method", "random", (_INITS,),
+        "How the K initial centers are drawn from the first mini-batch.",
+    ),
+    Hyperparameter(
+        "extra_center_factor", "auto", (_INT1, _AUTO),
+        "K = k * extra_center_factor centers are kept while streaming; 'auto' is 10, lowered so "
+        "that K never exceeds the distinct rows of the first mini-batch.",
+    ),
+    Hyperparameter(
+        "half_life_time_size", 0, (_INT0,),
+        "Points after which an observation's weight halves; 0 means no decay.",
+    ),
+    Hyperparameter(
+        "local_lloyd_init_method", "kmeans++", (_INITS,),
+        "Initialisation of the final weighted Lloyd reduction from K to k centers.",
+    ),
+    Hyperparameter(
+        "local_lloyd_max_iter", 300, (_INT1,), "Most Lloyd iterations of one reduction trial."
+    ),
+    Hyperparameter(
+        "local_lloyd_num_trials", "auto", (_INT1, _AUTO),
+        "Reduction trials, the lowest weighted loss kept; 'auto' is 10.",
+    ),
+    Hyperparameter(
+        "local_lloyd_tol", 0.0001, (Interval("float", 0.0, 1.0),),
+        "Relative change of the weighted loss under which a reduction trial stops.",
+    ),
+    Hyperparameter(
+        "eval_metrics", ("msd",), (MetricList(("msd", "ssd")),),
+        "Metrics reported on a test channel: 'msd', 'ssd' or both.",
+    ),
+    Hyperparameter(
+        "force_dense", None, (Boolean(), NoneValue()),
+        "Accepted for SageMaker compatibility and ignored (the SDK always sends 'True').",
+    ),
+    Hyperparameter(
+        "backend", "auto", (Options(BACKENDS),),
+        "Where the fit runs; 'auto' is numba when installed, else numpy. Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
+        "random_state", None, (Seed(),),
+        "Seed of every random choice; the same seed, data and hyperparameters give the same "
+        "centers on the same backend. Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
+        "shuffle", False, (Boolean(),),
+        "Shuffle in-memory data once per epoch (from random_state). Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
+        "verbose", False, (Boolean(), _INT0),
+        "Progress and per-trial log lines. Local only.",
+        sagemaker=False,
+    ),
+)
+
+BY_NAME: dict[str, Hyperparameter] = {hp.name: hp for hp in HYPERPARAMETERS}
+DEFAULT_EXTRA_CENTER_FACTOR = 10
+DEFAULT_NUM_TRIALS = 10
+
+
+def _error(hp: Hyperparameter, value: Any) -> InvalidHyperparameterError:
+    return InvalidHyperparameterError(
+        f"The {hp.name!r} parameter of KMeans must be {hp.describe()}. Got {value!r} instead."
+    )
+
+
+def validate_value(name: str, value: Any) -> Any:
+    """Return `value` for hyperparameter `name`, parsed from a string where needed.
+
+    Raises
+    ------
+    InvalidHyperparameterError
+        With scikit-learn's template when the value fits none of the constraints.
+    """
+    hp = BY_NAME[name]
+    if hp.required and value is None:
+        raise InvalidHyperparameterError(
+            f"The {name!r} parameter of KMeans is required (SageMaker K-Means has no default). "
+            "Got None instead."
+        )
+    for constraint in hp.constraints:
+        if constraint.accepts(value):
+            return tuple(value) if isinstance(constraint, MetricList) else value
+    if isinstance(value, str):
+        for constraint in hp.constraints:
+            try:
+                parsed = constraint.parse(value)
+            except (ValueError, TypeError, SyntaxError):
+                continue
+            if constraint.accepts(parsed):
+                return parsed
+    raise _error(hp, value)
+
+
+def validate_all(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate every hyperparameter of `params` (a get_params() dict); unknown keys are errors."""
+    unknown = sorted(set(params) - set(BY_NAME))
+    if unknown:
+        raise InvalidHyperparameterError(f"Unknown hyperparameter(s) for KMeans: {unknown}.")
+    return {name: validate_value(name, params.get(name, BY_NAME[name].default))
+            for name in BY_NAME}
+
+
+def to_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """SageMaker's string map for validated `values`: unset (None) values left out, lists as JSON.
+
+    Local-only knobs are not sent. 'auto' stays 'auto', as SageMaker-Spark sends it.
+    """
+    out: dict[str, str] = {}
+    for hp in HYPERPARAMETERS:
+        value = values.get(hp.name)
+        if not hp.sagemaker or value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            out[hp.name] = json.dumps(list(value))
+        elif isinstance(value, bool):
+            out[hp.name] = str(value)
+        else:
+            out[hp.name] = str(value)
+    return out
+
+
+def from_strings(strings: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse a SageMaker hyperparameter map into validated Python values.
+
+    `force_dense` and the internal `_*` keys of the container's defaults are accepted and
+    ignored; any other unknown key is an error, as a typo would otherwise be silently lost.
+    """
+    values: dict[str, Any] = {}
+    unknown = []
+    for key, value in strings.items():
+        if key.startswith("_"):
+            logger.debug("ignoring SageMaker internal hyperparameter %s=%r", key, value)
+            continue
+        if key not in BY_NAME:
+            unknown.append(key)
+            continue
+        values[key] = validate_value(key, value)
+    if unknown:
+        raise InvalidHyperparameterError(
+            f"Unknown SageMaker K-Means hyperparameter(s): {sorted(unknown)}. Known keys: "
+            f"{sorted(hp.name for hp in HYPERPARAMETERS)} and the internal '_*' keys."
+        )
+    return values
+
+
+def numpydoc_parameters() -> str:
+    """The Parameters section of the estimator's docstring, generated from the table."""
+    lines = []
+    for hp in HYPERPARAMETERS:
+        local = "" if hp.sagemaker else " (local)"
+        lines.append(f"{hp.name} : {hp.describe()}, default={hp.default!r}{local}")
+        lines.append(f"    {hp.doc}")
+    return "\n".join(lines)
