@@ -140,6 +140,7 @@ def reduce_centers(
         return Reduction(points, weights.copy(), 0.0, 0)
     trials = hp["local_lloyd_num_trials"]
     trials = DEFAULT_NUM_TRIALS if trials == "auto" else trials
+    logger.info("shrinking %d centers into %d", len(points), k)
     best: tuple[float, np.ndarray, int] | None = None
     for trial in range(trials):
         seeds = _seed_reduction(points, weights, k, hp["local_lloyd_init_method"], kernels, rng)

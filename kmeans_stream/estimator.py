@@ -8,6 +8,7 @@ half-fitted model behind.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from . import algorithm
 from ._params import ParamsMixin
+from ._progress import verbose_logging
 from ._validation import (
     check_array,
     check_finite,
@@ -28,6 +30,8 @@ from ._validation import (
 from .backends import get_kernels, resolve_backend
 from .exceptions import not_fitted_error
 from .hyperparameters import from_strings, numpydoc_parameters, to_strings, validate_all
+
+logger = logging.getLogger(__name__)
 
 _PREDICT_ROWS = 65536  # rows densified at a time when predicting on a sparse matrix
 
@@ -104,13 +108,14 @@ class KMeans(ParamsMixin):
         hp = validate_all(self.get_params())
         kernels = get_kernels(hp["backend"])
         rng = _make_rng(hp["random_state"])
-        if is_in_memory(X):
-            X, names = _feature_names(X)
-            X = check_array(X)
-            fitted = self._fit_array(X, hp, kernels, rng)
-            fitted.feature_names = names
-        else:
-            fitted = self._fit_stream(X, hp, kernels, rng)
+        with verbose_logging(hp["verbose"]):
+            if is_in_memory(X):
+                X, names = _feature_names(X)
+                X = check_array(X)
+                fitted = self._fit_array(X, hp, kernels, rng)
+                fitted.feature_names = names
+            else:
+                fitted = self._fit_stream(X, hp, kernels, rng)
         self._commit(fitted)
         if isinstance(X, np.ndarray) or is_sparse(X):
             self._set_labels(X)
@@ -152,7 +157,8 @@ class KMeans(ParamsMixin):
         _check_feature_dim(hp, X.shape[1])
         batch = hp["mini_batch_size"]
         state = None
-        for _ in range(hp["epochs"]):
+        for epoch in range(hp["epochs"]):
+            logger.info("epoch %d/%d: %d rows", epoch + 1, hp["epochs"], len(X))
             order = rng.permutation(len(X)) if hp["shuffle"] else None
             first = X[:batch] if order is None else X[np.sort(order[:batch])]
             if state is None:
@@ -175,7 +181,9 @@ class KMeans(ParamsMixin):
                 "a path or a URI, or set epochs=1."
             )
         state, n_features = None, None
-        for _ in range(hp["epochs"]):
+        for epoch in range(hp["epochs"]):
+            logger.info("epoch %d/%d: reading %s", epoch + 1, hp["epochs"],
+                        describe_source(source))
             offset = 0
             for raw in iter_batches(source, hp["mini_batch_size"]):
                 batch = _check_batch(raw, n_features, offset)

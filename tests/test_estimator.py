@@ -161,7 +161,8 @@ def test_fewer_distinct_rows_than_K_at_initialisation():
 
 def test_a_batch_whose_feature_count_differs():
     X, _ = blobs()
-    with pytest.raises(ValueError, match="batch starting at row 100 has 2 features"):
+    message = r"batch 2 \(row 101\): 2 columns, but the data before had 3"
+    with pytest.raises(ValueError, match=message):
         model(mini_batch_size=100).fit([X[:100], X[100:200, :2]])
 
 
@@ -213,3 +214,14 @@ def test_import_is_numpy_only_and_fit_needs_nothing_else():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_verbose_shows_epochs_and_reduction_trials(capsys):
+    X, _ = blobs()
+    model(verbose=True, epochs=2, local_lloyd_num_trials=3).fit(X)
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err
+    assert "shrinking 40 centers into 4" in err
+    assert "local kmeans attempt #2" in err
+    model().fit(X)
+    assert capsys.readouterr().err == ""
