@@ -66,11 +66,14 @@ def check_shape(array: np.ndarray, *, name: str = "X", estimator: str = "KMeans"
 
 
 def check_finite(array: np.ndarray, *, name: str = "X", row_offset: int = 0) -> None:
-    """Raise naming the first row and column holding NaN or infinity."""
-    finite = np.isfinite(array)
-    if finite.all():
+    """Raise naming the first row and column holding NaN or infinity.
+
+    min and max propagate NaN and show infinities without an n_samples x n_features mask; the
+    mask is built only to name the place once something is wrong.
+    """
+    if np.isfinite(array.min()) and np.isfinite(array.max()):
         return
-    row, col = np.argwhere(~finite)[0]
+    row, col = np.argwhere(~np.isfinite(array))[0]
     value = array[row, col]
     what = "NaN" if np.isnan(value) else "infinity or a value too large for dtype('float64')"
     raise ValueError(

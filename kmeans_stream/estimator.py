@@ -220,30 +220,34 @@ class KMeans(ParamsMixin):
             self.__dict__.pop("feature_names_in_", None)
 
     def _set_labels(self, X: Any) -> None:
-        labels, sq_dist = self._assign(X)
-        self.labels_ = labels
-        self.inertia_ = float(sq_dist.sum())
+        self.labels_, _, self.inertia_ = self._assign(X, keep_sq_dist=False)
 
     # ------------------------------------------------------------------ using the model
 
     def predict(self, X: Any) -> np.ndarray:
         """Index of the closest of the k centers for each row (SageMaker's closest_cluster)."""
-        return self._assign(X)[0]
+        return self._assign(X, keep_sq_dist=False)[0]
 
     def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """SageMaker's endpoint answer: (closest_cluster, distance_to_cluster).
 
         distance_to_cluster is the plain Euclidean distance, not squared (spec section 0).
         """
-        labels, sq_dist = self._assign(X)
+        labels, sq_dist, _ = self._assign(X)
         return labels, np.sqrt(sq_dist)
 
     def transform(self, X: Any) -> np.ndarray:
         """Euclidean distance of each row to each of the k centers, shape (n_samples, k)."""
         self._check_fitted()
         kernels = get_kernels(self._fit.backend)
-        parts = [kernels.transform(batch, self._centers_for(batch)) for batch in self._batches(X)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        n_rows, tiles = self._tiles(X)
+        out = None
+        for start, tile in tiles:
+            distances = kernels.transform(tile, self._centers_for(tile))
+            if out is None:
+                out = np.empty((n_rows, distances.shape[1]), dtype=distances.dtype)
+            out[start:start + len(tile)] = distances
+        return out
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit on in-memory data and return `labels_`."""
@@ -255,13 +259,13 @@ class KMeans(ParamsMixin):
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative sum of squared distances to the closest center (scikit-learn's convention)."""
-        return -float(self._assign(X)[1].sum())
+        return -self._assign(X, keep_sq_dist=False)[2]
 
     def evaluate(self, X: Any) -> dict[str, float]:
         """The `eval_metrics` SageMaker reports on a test channel: 'test:msd' and/or 'test:ssd'."""
-        sq_dist = self._assign(X)[1]
+        labels, _, total = self._assign(X, keep_sq_dist=False)
         metrics = validate_all(self.get_params())["eval_metrics"]
-        values = {"msd": float(sq_dist.mean()), "ssd": float(sq_dist.sum())}
+        values = {"msd": total / len(labels), "ssd": total}
         return {f"test:{name}": values[name] for name in metrics}
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -269,31 +273,40 @@ class KMeans(ParamsMixin):
         self._check_fitted()
         return np.asarray([f"kmeans{i}" for i in range(len(self.cluster_centers_))], dtype=object)
 
-    def _assign(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _assign(self, X: Any, keep_sq_dist: bool = True) -> tuple[np.ndarray, np.ndarray | None,
+                                                                 float]:
+        """Labels (int32), squared distances (float64, when kept) and their sum, tile by tile,
+        so the only extra memory beyond the answer is one tile."""
         self._check_fitted()
         kernels = get_kernels(self._fit.backend)
-        labels, sq_dist = [], []
-        for batch in self._batches(X):
-            lab, sq = kernels.assign_labels(batch, self._centers_for(batch))
-            labels.append(lab)
-            sq_dist.append(sq)
-        if len(labels) == 1:
-            return labels[0], sq_dist[0]
-        return np.concatenate(labels), np.concatenate(sq_dist)
+        n_rows, tiles = self._tiles(X)
+        labels = np.empty(n_rows, dtype=np.int32)
+        sq_dist = np.empty(n_rows, dtype=np.float64) if keep_sq_dist else None
+        total = 0.0
+        for start, tile in tiles:
+            lab, sq = kernels.assign_labels(tile, self._centers_for(tile))
+            labels[start:start + len(tile)] = lab
+            if sq_dist is not None:
+                sq_dist[start:start + len(tile)] = sq
+            total += float(sq.sum())
+        return labels, sq_dist, total
 
-    def _batches(self, X: Any):
-        """X checked against the fitted model, whole when dense, in slices when sparse."""
+    def _tiles(self, X: Any) -> tuple[int, Any]:
+        """X checked against the fitted model: its row count and its (start, rows) tiles."""
         if is_sparse(X):
             X = X.tocsr()
             check_shape(X)
             check_n_features(X.shape[1], self.n_features_in_)
-            for start in range(0, X.shape[0], _PREDICT_ROWS):
-                yield _check_batch(X[start:start + _PREDICT_ROWS].toarray(), None, start)
-            return
+            return X.shape[0], (
+                (start, _check_batch(X[start:start + _PREDICT_ROWS].toarray(), None, start))
+                for start in range(0, X.shape[0], _PREDICT_ROWS)
+            )
         X, _ = _feature_names(X)
         X = check_array(X)
         check_n_features(X.shape[1], self.n_features_in_)
-        yield X
+        return len(X), (
+            (start, X[start:start + _PREDICT_ROWS]) for start in range(0, len(X), _PREDICT_ROWS)
+        )
 
     def _centers_for(self, X: np.ndarray) -> np.ndarray:
         centers = self.cluster_centers_
