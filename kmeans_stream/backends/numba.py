@@ -1,0 +1,165 @@
+"""JIT kernels for the CPU: the interface of `kmeans_stream.backends.numpy`, compiled with numba.
+
+The compiled functions live in `kmeans_stream.backends._numba_kernels` (``cache=True``, so a new
+process loads them from disk instead of compiling). This class checks and allocates; the kernels
+fill. ``X`` keeps its dtype (float32 or float64) throughout; counts, weights and losses are
+float64. An IN array that is not C-contiguous, or centers of another dtype, are copied once; an
+INOUT array (``centers``, ``counts`` of `stream_batches`) must already have the right dtype and be
+C-contiguous, since the update happens in place.
+
+The matrix-product tiles call BLAS from inside the parallel loop, so BLAS itself is held to one
+thread while a kernel runs (threadpoolctl): the parallelism is numba's, one tile per worker.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numba
+import numpy as np
+
+from . import _numba_kernels as _k
+
+_BLAS_LIMITER = None
+
+
+def _single_threaded_blas():
+    """A context holding BLAS to one thread, for kernels that call it inside prange."""
+    global _BLAS_LIMITER
+    if _BLAS_LIMITER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIMITER = ThreadpoolController()
+    return _BLAS_LIMITER.limit(limits=1, user_api="blas")
+
+
+def _check_X(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64) or X.ndim != 2:
+        raise TypeError(
+            f"backend='numba' kernels take a 2-D float32 or float64 X; got {X.dtype} with "
+            f"shape {X.shape}."
+        )
+    return np.ascontiguousarray(X)
+
+
+def _check_inout(name: str, array: np.ndarray, dtype: np.dtype) -> None:
+    if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable:
+        raise ValueError(
+            f"{name} is updated in place and must be a writeable C-contiguous {np.dtype(dtype)} "
+            f"array; got {array.dtype}, C-contiguous={array.flags.c_contiguous}."
+        )
+
+
+class _Workspace:
+    """Per-call scratch: one tile of dot products and one set of partial sums per worker."""
+
+    def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int) -> None:
+        n_workers = numba.get_num_threads()
+        self.gemm = n_centers * n_features >= _k.GEMM_MIN_WORK
+        tile = _k.tile_rows(n_centers)
+        self.c_norms = np.empty(n_centers, dtype=dtype)
+        self.dots = np.empty((n_workers, n_centers * tile if self.gemm else 0), dtype=dtype)
+        self.best = np.empty((n_workers, tile), dtype=dtype)
+        self.labels = np.empty(rows, dtype=np.intp)
+        self.sq_dist = np.empty(rows, dtype=np.float64)
+        self.sums = np.empty((n_workers, n_centers, n_features), dtype=np.float64)
+        self.mass = np.empty((n_workers, n_centers), dtype=np.float64)
+        self.losses = np.empty(n_workers, dtype=np.float64)
+
+    def buffers(self) -> tuple[np.ndarray, ...]:
+        """The arguments every assigning kernel takes after the centers."""
+        return self.c_norms, self.dots, self.best, self.labels, self.sq_dist
+
+    def blas_context(self):
+        return _single_threaded_blas() if self.gemm else nullcontext()
+
+
+class NumbaKernels:
+    """The kernel interface of `kmeans_stream.backends.numpy.NumpyKernels`, JIT-compiled."""
+
+    name = "numba"
+
+    def assign_labels(self, X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest center of each row: (labels intp, squared distance float64)."""
+        X = _check_X(X)
+        centers = np.ascontiguousarray(centers, dtype=X.dtype)
+        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0])
+        with ws.blas_context():
+            _k.assign_labels(X, centers, *ws.buffers())
+        return ws.labels, ws.sq_dist
+
+    def transform(self, X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+        """Euclidean distance of each row to each center: (n_samples, n_centers), X's dtype."""
+        X = _check_X(X)
+        centers = np.ascontiguousarray(centers, dtype=X.dtype)
+        out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
+        _k.transform(X, centers, out)
+        return out
+
+    def stream_batches(
+        self,
+        X: np.ndarray,
+        batch_size: int,
+        centers: np.ndarray,
+        counts: np.ndarray,
+        half_life: int,
+    ) -> None:
+        """SageMaker's streaming update over `X` in mini-batches; INOUT centers and counts."""
+        X = _check_X(X)
+        _check_inout("centers", centers, X.dtype)
+        _check_inout("counts", counts, np.float64)
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], min(batch_size, X.shape[0]))
+        with ws.blas_context():
+            _k.stream_batches(
+                X, batch_size, centers, counts, float(half_life), *ws.buffers(), ws.sums,
+                ws.mass, ws.losses,
+            )
+
+    def kmeanspp(
+        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
+    ) -> np.ndarray:
+        """Greedy weighted k-means++ seeding in X's dtype; the row indices of the chosen centers."""
+        X = _check_X(X)
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        n = X.shape[0]
+        n_cand = uniforms.shape[1]
+        indices = np.empty(n_centers, dtype=np.intp)
+        done = _k.kmeanspp(
+            X, weights, uniforms, indices,
+            np.empty((n_centers, X.shape[1]), dtype=X.dtype),
+            np.empty(n, dtype=np.float64),
+            np.empty(n, dtype=np.int32),
+            np.empty(-(-n // _k.PP_BLOCK), dtype=np.float64),
+            np.empty((n_cand, n_centers), dtype=np.float64),
+            np.empty((numba.get_num_threads(), n_cand), dtype=np.float64),
+        )
+        if done < n_centers:
+            raise ValueError(
+                f"k-means++ found only {done} distinct weighted points for {n_centers} centers"
+            )
+        return indices
+
+    def lloyd(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        centers: np.ndarray,
+        max_iter: int,
+        tol: float,
+    ) -> tuple[np.ndarray, float, int]:
+        """Weighted Lloyd from `centers` (not modified): (centers, weighted loss, n_iter)."""
+        X = _check_X(X)
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        centers = np.array(centers, dtype=X.dtype, order="C")
+        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0])
+        with ws.blas_context():
+            loss, n_iter = _k.lloyd(
+                X, weights, centers, int(max_iter), float(tol), *ws.buffers(), ws.sums,
+                ws.mass, ws.losses,
+            )
+        return centers, float(loss), int(n_iter)

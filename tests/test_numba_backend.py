@@ -1,0 +1,186 @@
+"""The numba kernels against the numpy reference, kernel by kernel and end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from kmeans_stream import KMeans  # noqa: E402
+from kmeans_stream.backends import get_kernels, resolve_backend  # noqa: E402
+from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
+from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
+
+NB, NP = NumbaKernels(), NumpyKernels()
+
+# (n_samples, n_features, n_centers): d = 1, K = 1, fewer rows than workers x tile, the
+# row-by-row path (small K * d) and the matrix-product path (large K * d), odd sizes.
+SHAPES = [(1, 1, 1), (7, 1, 3), (50, 3, 1), (300, 5, 7), (1031, 16, 16), (2500, 33, 70),
+          (777, 64, 256)]
+DTYPES = [np.float32, np.float64]
+
+
+def _data(n, d, k, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    centers = X[rng.choice(n, size=k, replace=n < k)].copy()
+    return rng, X, centers
+
+
+def _clear_rows(X, centers, rtol):
+    """Rows whose two nearest centers differ by more than rounding could swap."""
+    sq = ((X[:, None, :].astype(np.float64) - centers[None].astype(np.float64)) ** 2).sum(-1)
+    if sq.shape[1] == 1:
+        return np.ones(len(X), dtype=bool)
+    two = np.sort(sq, axis=1)[:, :2]
+    return two[:, 1] - two[:, 0] > rtol * (1.0 + two[:, 1] + (X.astype(np.float64) ** 2).sum(1))
+
+
+def _rtol(dtype):
+    return 1e-4 if dtype == np.float32 else 1e-10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_assign_labels_matches_numpy(shape, dtype):
+    _, X, centers = _data(*shape, dtype, seed=sum(shape))
+    labels, sq_dist = NB.assign_labels(X, centers)
+    ref_labels, ref_sq = NP.assign_labels(X, centers)
+    assert labels.dtype == np.intp and sq_dist.dtype == np.float64
+    clear = _clear_rows(X, centers, _rtol(dtype))
+    np.testing.assert_array_equal(labels[clear], ref_labels[clear])
+    np.testing.assert_allclose(sq_dist, ref_sq, rtol=_rtol(dtype), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_transform_matches_numpy(shape, dtype):
+    _, X, centers = _data(*shape, dtype, seed=sum(shape) + 1)
+    out = NB.transform(X, centers)
+    assert out.dtype == dtype and out.shape == (shape[0], shape[2])
+    np.testing.assert_allclose(out, NP.transform(X, centers), rtol=_rtol(dtype), atol=1e-5)
+
+
+@pytest.mark.parametrize("half_life", [0, 700])
+@pytest.mark.parametrize("batch_size", [1, 64, 5000])
+@pytest.mark.parametrize("shape", [(1031, 16, 16), (777, 64, 256), (300, 1, 3)])
+def test_stream_batches_matches_numpy(shape, batch_size, half_life):
+    _, X, start = _data(*shape, np.float64, seed=batch_size + half_life)
+    centers, counts = start.copy(), np.zeros(len(start))
+    ref_centers, ref_counts = start.copy(), np.zeros(len(start))
+    NB.stream_batches(X, batch_size, centers, counts, half_life)
+    NP.stream_batches(X, batch_size, ref_centers, ref_counts, half_life)
+    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(counts, ref_counts, rtol=1e-12)
+
+
+def test_stream_batches_float32_keeps_dtype_and_agrees():
+    # One start per blob, so that no row sits near a tie that float32 rounding could flip.
+    X, truth = _blobs(6000, 8, 12, np.float32)
+    start = X[[np.flatnonzero(truth == j)[0] for j in range(12)]]
+    centers, counts = start.copy(), np.zeros(12)
+    ref_centers, ref_counts = start.copy(), np.zeros(12)
+    NB.stream_batches(X, 1000, centers, counts, 0)
+    NP.stream_batches(X, 1000, ref_centers, ref_counts, 0)
+    assert centers.dtype == np.float32
+    np.testing.assert_allclose(centers, ref_centers, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(counts, ref_counts)
+
+
+def test_no_decay_is_the_plain_running_mean():
+    _, X, _ = _data(1003, 5, 1, np.float64, seed=3)
+    centers, counts = X[:1].copy(), np.zeros(1)
+    NB.stream_batches(X, 100, centers, counts, 0)
+    np.testing.assert_allclose(centers[0], X.mean(axis=0), rtol=1e-10)
+    assert counts[0] == len(X)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_candidates", [1, 4])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (300, 5, 7), (2500, 33, 70), (3000, 2, 40)])
+def test_kmeanspp_matches_numpy(shape, n_candidates, dtype):
+    rng, X, _ = _data(*shape, dtype, seed=shape[0] + n_candidates)
+    weights = rng.random(shape[0]) + 0.1
+    uniforms = rng.random((shape[2], n_candidates))
+    picked = NB.kmeanspp(X, weights, shape[2], uniforms)
+    np.testing.assert_array_equal(picked, NP.kmeanspp(X, weights, shape[2], uniforms))
+
+
+def test_kmeanspp_too_few_distinct_points():
+    X = np.repeat(np.arange(3.0)[:, None], 4, axis=0)
+    with pytest.raises(ValueError, match="only 3 distinct weighted points"):
+        NB.kmeanspp(X, np.ones(len(X)), 4, np.full((4, 2), 0.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (300, 5, 7), (2500, 33, 70), (777, 64, 256)])
+def test_lloyd_matches_numpy(shape, dtype):
+    rng, X, start = _data(*shape, dtype, seed=shape[1])
+    weights = rng.random(shape[0]) + 0.5
+    centers, loss, n_iter = NB.lloyd(X, weights, start, 30, 1e-4)
+    ref_centers, ref_loss, ref_n_iter = NP.lloyd(X, weights, start, 30, 1e-4)
+    if dtype == np.float64:
+        assert n_iter == ref_n_iter
+        np.testing.assert_allclose(centers, ref_centers, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+def test_lloyd_loss_never_rises():
+    rng, X, start = _data(4000, 6, 25, np.float32, seed=11)
+    weights = rng.random(len(X))
+    losses = [NB.lloyd(X, weights, start, it, 0.0)[1] for it in range(8)]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:], strict=False))
+
+
+def test_lloyd_does_not_modify_its_start():
+    _, X, start = _data(200, 4, 5, np.float64, seed=2)
+    before = start.copy()
+    NB.lloyd(X, np.ones(len(X)), start, 10, 0.0)
+    np.testing.assert_array_equal(start, before)
+
+
+def test_non_contiguous_inputs_are_handled_or_rejected():
+    _, X, centers = _data(500, 8, 6, np.float64, seed=5)
+    wide = np.asfortranarray(np.hstack([X, X]))[:, ::2]
+    np.testing.assert_array_equal(NB.assign_labels(wide, centers)[0],
+                                  NB.assign_labels(np.ascontiguousarray(wide), centers)[0])
+    np.testing.assert_allclose(NB.transform(X[::2], centers), NP.transform(X[::2], centers),
+                               atol=1e-6)
+    strided = np.zeros((6, 16))[:, ::2]
+    strided[:] = centers
+    with pytest.raises(ValueError, match="C-contiguous"):
+        NB.stream_batches(X, 100, strided, np.zeros(6), 0)
+    with pytest.raises(ValueError, match="float64"):
+        NB.stream_batches(X, 100, centers.copy(), np.zeros(6, dtype=np.float32), 0)
+    with pytest.raises(ValueError, match="float32"):
+        NB.stream_batches(X.astype(np.float32), 100, centers.copy(), np.zeros(6), 0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        NB.assign_labels(X.astype(np.int64), centers)
+
+
+def _blobs(n, d, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-100, 100, size=(k, d))
+    truth = rng.integers(k, size=n)
+    return (means[truth] + rng.standard_normal((n, d))).astype(dtype), truth
+
+
+def test_auto_is_numba():
+    assert resolve_backend("auto") == "numba"
+    assert isinstance(get_kernels("auto"), NumbaKernels)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_estimator_numba_equals_numpy(dtype):
+    X, _ = _blobs(12_000, 10, 5, dtype, seed=4)
+    params = dict(k=5, mini_batch_size=1000, random_state=7, init_method="kmeans++")
+    fast = KMeans(backend="numba", **params).fit(X)
+    ref = KMeans(backend="numpy", **params).fit(X)
+    np.testing.assert_array_equal(fast.labels_, ref.labels_)
+    assert fast.cluster_centers_.dtype == dtype
+    if dtype == np.float64:
+        assert fast.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
+        np.testing.assert_allclose(fast.cluster_centers_, ref.cluster_centers_, rtol=1e-6)
+    np.testing.assert_array_equal(fast.predict(X[:100]), ref.predict(X[:100]))
+    np.testing.assert_allclose(fast.transform(X[:100]), ref.transform(X[:100]), rtol=1e-4)
