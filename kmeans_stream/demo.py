@@ -76,9 +76,16 @@ def _plots(out: Path, X, truth, labels, distance, centers) -> dict[str, Path]:
     project = components[:2].T
     points, center_points = (X - mean) @ project, (centers - mean) @ project
 
+    # Colour each predicted cluster as the true blob most of its rows come from, so that the
+    # two panels can be compared by eye whatever order the clusters came out in.
+    majority = np.array([
+        np.bincount(truth[labels == j], minlength=1).argmax() if (labels == j).any() else j
+        for j in range(len(centers))
+    ])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True, sharey=True)
-    for ax, colour, title in ((axes[0], truth, "true blobs"), (axes[1], labels, "predicted")):
-        ax.scatter(points[:, 0], points[:, 1], c=colour, s=4, cmap="tab10")
+    panels = ((axes[0], truth, "true blobs"), (axes[1], majority[labels], "predicted"))
+    for ax, colour, title in panels:
+        ax.scatter(points[:, 0], points[:, 1], c=colour, s=4, cmap="tab10", vmin=0, vmax=9)
         ax.set_title(title)
         ax.set_xlabel("principal component 1")
     axes[1].scatter(center_points[:, 0], center_points[:, 1], c="black", marker="x", s=80)
