@@ -76,7 +76,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from . import load
-    from .io.sources import iter_batches
+    from .io import iter_batches
 
     model = load(args.model)
     for batch in iter_batches(args.source, 65536):
@@ -87,7 +87,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .io.convert import convert
+    from .io import convert
 
     convert(args.src, args.dst, skip_header=args.skip_header)
     print(f"wrote {args.dst}")

@@ -59,7 +59,8 @@ def test_every_key_has_a_string_case():
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("k", 0, "The 'k' parameter of KMeans must be an int in the range [1, inf). Got 0 instead."),
+        ("k", 0,
+         "The 'k' parameter of KMeans must be an int in the range [1, inf). Got 0 instead."),
         ("k", None, "The 'k' parameter of KMeans is required"),
         ("k", 2.5, "Got 2.5 instead"),
         ("k", True, "Got True instead"),
@@ -83,7 +84,8 @@ def test_bad_values_name_the_key(name, value, message):
 
 
 def test_unknown_and_internal_keys():
-    values = from_strings({"k": "3", "_kvstore": "auto", "_num_gpus": "auto", "force_dense": "True"})
+    sent = {"k": "3", "_kvstore": "auto", "_num_gpus": "auto", "force_dense": "True"}
+    values = from_strings(sent)
     assert values == {"k": 3, "force_dense": True}
     with pytest.raises(InvalidHyperparameterError, match="local_lloyd_max_iterations"):
         from_strings({"k": "3", "local_lloyd_max_iterations": "10"})

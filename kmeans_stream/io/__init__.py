@@ -1,12 +1,30 @@
-"""Data and model formats: RecordIO-protobuf, MXNet NDArray files, model.tar.gz."""
+"""Data and model formats: RecordIO-protobuf, MXNet NDArray files, model.tar.gz; and the
+streaming sources a fit reads (CSV, RecordIO, .npy, folders, manifests, s3:// URIs)."""
 
+from .artifact import read_model_artifact, safe_extract, write_model_artifact
+from .convert import convert
 from .ndarray import read_ndarrays, write_ndarrays
-from .recordio import iter_recordio, read_recordio, write_recordio
+from .recordio import (
+    iter_recordio,
+    read_predictions_recordio,
+    read_recordio,
+    write_predictions_recordio,
+    write_recordio,
+)
+from .sources import iter_batches, rebatch
 
 __all__ = [
+    "convert",
+    "iter_batches",
     "iter_recordio",
+    "read_model_artifact",
     "read_ndarrays",
+    "read_predictions_recordio",
     "read_recordio",
+    "rebatch",
+    "safe_extract",
+    "write_model_artifact",
     "write_ndarrays",
+    "write_predictions_recordio",
     "write_recordio",
 ]
