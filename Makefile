@@ -11,7 +11,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.stamp-demo: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[plot]'
+	$(PY) -m pip install --quiet -e '.[plot,io]'
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(PY)

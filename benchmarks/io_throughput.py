@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import numpy as np
+from _results import write_section
 
 from kmeans_stream.io import iter_recordio, read_recordio, write_recordio
 
@@ -53,13 +54,21 @@ def main() -> None:
         read_recordio(path)
         read_s = _median_seconds(lambda: read_recordio(path), args.repeats)
         iter_s = _median_seconds(lambda: _consume(path, args.batch_size), args.repeats)
-    shape = f"{args.rows}x{args.cols} float32, {megabytes:.0f} MB"
-    print(f"write_recordio: {megabytes / write_s:.0f} MB/s ({shape}, one run)")
-    print(f"read_recordio: {megabytes / read_s:.0f} MB/s ({shape}, median of {args.repeats})")
-    print(
-        f"iter_recordio(batch_size={args.batch_size}): {megabytes / iter_s:.0f} MB/s "
-        f"({shape}, median of {args.repeats})"
-    )
+    text = "\n".join([
+        f"## RecordIO-protobuf throughput ({args.rows:,} x {args.cols} float32, "
+        f"{megabytes:.0f} MB, page cache warm)",
+        "",
+        "| function | MB/s | runs |",
+        "|---|---:|---|",
+        f"| write_recordio | {megabytes / write_s:.0f} | one |",
+        f"| read_recordio | {megabytes / read_s:.0f} | median of {args.repeats} |",
+        f"| iter_recordio(batch_size={args.batch_size}) | {megabytes / iter_s:.0f} | "
+        f"median of {args.repeats} |",
+        "",
+        "Target: dense reading >= 200 MB/s.",
+    ])
+    print(text)
+    write_section("recordio", text)
 
 
 if __name__ == "__main__":
