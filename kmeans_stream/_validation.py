@@ -89,3 +89,34 @@ def check_n_features(n_features: int, expected: int, *, estimator: str = "KMeans
             f"X has {n_features} features, but {estimator} is expecting {expected} features "
             f"as input{where}."
         )
+
+
+def check_batch(batch: Any, row_offset: int) -> np.ndarray:
+    """One batch of a stream as a finite, C-contiguous float32 or float64 2-D array.
+
+    Errors name rows counted from the start of the stream (`row_offset` is the batch's first).
+    """
+    array = np.asarray(batch)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    if array.ndim != 2:
+        raise ValueError(
+            f"Each batch must be 2-D; the batch starting at row {row_offset} has shape "
+            f"{array.shape}."
+        )
+    check_finite(array, row_offset=row_offset)
+    return np.ascontiguousarray(array)
+
+
+def check_feature_dim(feature_dim: int | None, n_features: int) -> None:
+    """A feature_dim hyperparameter that is set must match the data."""
+    if feature_dim is not None and feature_dim != n_features:
+        raise ValueError(f"feature_dim={feature_dim} but the data has {n_features} features.")
+
+
+def feature_names(X: Any) -> np.ndarray | None:
+    """A DataFrame's column names when they are all strings, as scikit-learn keeps them."""
+    columns = getattr(X, "columns", None)
+    if columns is not None and len(columns) and all(isinstance(c, str) for c in columns):
+        return np.asarray(list(columns), dtype=object)
+    return None

@@ -21,9 +21,11 @@ from ._params import ParamsMixin
 from ._progress import verbose_logging
 from ._validation import (
     check_array,
-    check_finite,
+    check_batch,
+    check_feature_dim,
     check_n_features,
     check_shape,
+    feature_names,
     is_in_memory,
     is_sparse,
 )
@@ -110,7 +112,7 @@ class KMeans(ParamsMixin):
         rng = _make_rng(hp["random_state"])
         with verbose_logging(hp["verbose"]):
             if is_in_memory(X):
-                X, names = _feature_names(X)
+                names = feature_names(X)
                 X = check_array(X)
                 fitted = self._fit_array(X, hp, kernels, rng)
                 fitted.feature_names = names
@@ -129,7 +131,7 @@ class KMeans(ParamsMixin):
         chunk never came. The reduction to k runs after every call.
         """
         hp = validate_all(self.get_params())
-        X = _dense(X)
+        X = check_array(X.toarray() if is_sparse(X) else X)
         previous = getattr(self, "_fit", None)
         if previous is not None:
             check_n_features(X.shape[1], previous.n_features)
@@ -138,7 +140,7 @@ class KMeans(ParamsMixin):
                     "This model was loaded from a SageMaker artifact, whose streaming state is "
                     "opaque; partial_fit cannot continue it. Fit a new model instead."
                 )
-        _check_feature_dim(hp, X.shape[1])
+        check_feature_dim(hp["feature_dim"], X.shape[1])
         kernels = get_kernels(hp["backend"])
         if previous is None:
             rng = _make_rng(hp["random_state"])
@@ -154,7 +156,7 @@ class KMeans(ParamsMixin):
         return self
 
     def _fit_array(self, X: np.ndarray, hp: dict, kernels: Any, rng: np.random.Generator) -> _Fit:
-        _check_feature_dim(hp, X.shape[1])
+        check_feature_dim(hp["feature_dim"], X.shape[1])
         batch = hp["mini_batch_size"]
         state = None
         for epoch in range(hp["epochs"]):
@@ -186,9 +188,9 @@ class KMeans(ParamsMixin):
                         describe_source(source))
             offset = 0
             for raw in iter_batches(source, hp["mini_batch_size"]):
-                batch = _check_batch(raw, n_features, offset)
+                batch = check_batch(raw, offset)
                 if n_features is None:
-                    _check_feature_dim(hp, batch.shape[1])
+                    check_feature_dim(hp["feature_dim"], batch.shape[1])
                 n_features = batch.shape[1]
                 if state is None:
                     state = algorithm.initialize(batch, hp, kernels, rng)
@@ -298,10 +300,9 @@ class KMeans(ParamsMixin):
             check_shape(X)
             check_n_features(X.shape[1], self.n_features_in_)
             return X.shape[0], (
-                (start, _check_batch(X[start:start + _PREDICT_ROWS].toarray(), None, start))
+                (start, check_batch(X[start:start + _PREDICT_ROWS].toarray(), start))
                 for start in range(0, X.shape[0], _PREDICT_ROWS)
             )
-        X, _ = _feature_names(X)
         X = check_array(X)
         check_n_features(X.shape[1], self.n_features_in_)
         return len(X), (
@@ -395,41 +396,6 @@ def _make_rng(random_state: Any) -> np.random.Generator:
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
     return np.random.default_rng(random_state)
-
-
-def _feature_names(X: Any) -> tuple[Any, np.ndarray | None]:
-    columns = getattr(X, "columns", None)
-    if columns is not None and len(columns) and all(isinstance(c, str) for c in columns):
-        return X, np.asarray(list(columns), dtype=object)
-    return X, None
-
-
-def _dense(X: Any) -> np.ndarray:
-    return check_array(X.toarray() if is_sparse(X) else X)
-
-
-def _check_batch(batch: Any, n_features: int | None, offset: int) -> np.ndarray:
-    array = np.asarray(batch)
-    if array.dtype not in (np.float32, np.float64):
-        array = array.astype(np.float64)
-    if array.ndim != 2:
-        raise ValueError(
-            f"Each batch must be 2-D; the batch starting at row {offset} has shape {array.shape}."
-        )
-    if n_features is not None and array.shape[1] != n_features:
-        raise ValueError(
-            f"The batch starting at row {offset} has {array.shape[1]} features, but the data "
-            f"before it had {n_features}."
-        )
-    check_finite(array, row_offset=offset)
-    return np.ascontiguousarray(array)
-
-
-def _check_feature_dim(hp: dict, n_features: int) -> None:
-    if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
-        raise ValueError(
-            f"feature_dim={hp['feature_dim']} but the data has {n_features} features."
-        )
 
 
 __all__ = ["KMeans"]
