@@ -33,6 +33,9 @@ def tile_rows(n_centers):
     return min(512, max(128, TILE_ELEMENTS // max(n_centers, 1)))
 # Rows per block sum in k-means++ sampling.
 PP_BLOCK = 1024
+# Below this many multiply-adds a kernel runs on one thread: waking the workers costs more,
+# and on a busy machine a parallel region can wait a whole scheduler time slice.
+PARALLEL_MIN_WORK = 2**22
 # Relative safety margin of the triangle-inequality skip in k-means++.
 PP_MARGIN = 1.0001
 
@@ -115,6 +118,12 @@ def _assign_range(X, start, stop, base, C, c_norms, dots, best, labels, sq_dist)
 
 
 @_jit()
+def _parallel(n_rows, C):
+    """Whether the work is worth waking the workers for."""
+    return n_rows * C.shape[0] * C.shape[1] >= PARALLEL_MIN_WORK
+
+
+@_jit()
 def _chunk(start, stop, n_chunks, t):
     size = (stop - start + n_chunks - 1) // n_chunks
     lo = min(stop, start + t * size)
@@ -122,13 +131,21 @@ def _chunk(start, stop, n_chunks, t):
 
 
 @_jit(parallel=True)
-def assign_labels(X, C, c_norms, dots, best, labels, sq_dist):
-    """OUT labels, sq_dist: nearest center of each row; dots[t], best[t] are worker t's tile."""
-    sq_norms(C, c_norms)
+def _assign_labels_par(X, C, c_norms, dots, best, labels, sq_dist):
     n_chunks = dots.shape[0]
     for t in prange(n_chunks):
         lo, hi = _chunk(0, X.shape[0], n_chunks, t)
         _assign_range(X, lo, hi, 0, C, c_norms, dots[t], best[t], labels, sq_dist)
+
+
+@_jit()
+def assign_labels(X, C, c_norms, dots, best, labels, sq_dist):
+    """OUT labels, sq_dist: nearest center of each row; dots[t], best[t] are worker t's tile."""
+    sq_norms(C, c_norms)
+    if _parallel(X.shape[0], C):
+        _assign_labels_par(X, C, c_norms, dots, best, labels, sq_dist)
+    else:
+        _assign_range(X, 0, X.shape[0], 0, C, c_norms, dots[0], best[0], labels, sq_dist)
 
 
 @_jit(parallel=True)
@@ -161,15 +178,30 @@ def _accumulate(X, lo, hi, base, weights, labels, sq_dist, sums, mass):
 
 
 @_jit(parallel=True)
-def _assign_accumulate(X, start, stop, weights, C, c_norms, dots, best, labels, sq_dist, sums,
-                       mass, losses):
-    """Rows start:stop: labels, then each worker's partial weighted sums (sums[t], mass[t])."""
-    sq_norms(C, c_norms)
+def _assign_accumulate_par(X, start, stop, weights, C, c_norms, dots, best, labels, sq_dist, sums,
+                           mass, losses):
     n_chunks = dots.shape[0]
     for t in prange(n_chunks):
         lo, hi = _chunk(start, stop, n_chunks, t)
         _assign_range(X, lo, hi, start, C, c_norms, dots[t], best[t], labels, sq_dist)
         losses[t] = _accumulate(X, lo, hi, start, weights, labels, sq_dist, sums[t], mass[t])
+
+
+@_jit()
+def _assign_accumulate(X, start, stop, weights, C, c_norms, dots, best, labels, sq_dist, sums,
+                       mass, losses):
+    """Rows start:stop: labels, then each worker's partial weighted sums (sums[t], mass[t]).
+
+    Returns the number of workers whose partial sums are to be reduced.
+    """
+    sq_norms(C, c_norms)
+    if _parallel(stop - start, C):
+        _assign_accumulate_par(X, start, stop, weights, C, c_norms, dots, best, labels, sq_dist,
+                               sums, mass, losses)
+        return dots.shape[0]
+    _assign_range(X, start, stop, start, C, c_norms, dots[0], best[0], labels, sq_dist)
+    losses[0] = _accumulate(X, start, stop, start, weights, labels, sq_dist, sums[0], mass[0])
+    return 1
 
 
 @_jit()
@@ -180,19 +212,19 @@ def stream_batches(X, batch_size, C, counts, half_life, c_norms, dots, best, lab
     no_weights = np.empty(0, dtype=np.float64)
     for b0 in range(0, n_samples, batch_size):
         b1 = min(n_samples, b0 + batch_size)
-        _assign_accumulate(X, b0, b1, no_weights, C, c_norms, dots, best, labels, sq_dist, sums,
-                           mass, losses)
+        used = _assign_accumulate(X, b0, b1, no_weights, C, c_norms, dots, best, labels,
+                                  sq_dist, sums, mass, losses)
         decay = 2.0 ** (-(b1 - b0) / half_life) if half_life > 0 else 1.0
         for j in range(C.shape[0]):
             counts[j] *= decay
             m = 0.0
-            for t in range(mass.shape[0]):
+            for t in range(used):
                 m += mass[t, j]
             if m > 0.0:
                 share = m / (counts[j] + m)
                 for f in range(d):
                     s = 0.0
-                    for t in range(sums.shape[0]):
+                    for t in range(used):
                         s += sums[t, j, f]
                     C[j, f] = (1.0 - share) * C[j, f] + share * (s / m)
                 counts[j] += m
@@ -202,26 +234,26 @@ def stream_batches(X, batch_size, C, counts, half_life, c_norms, dots, best, lab
 def lloyd(X, weights, C, max_iter, tol, c_norms, dots, best, labels, sq_dist, sums, mass, losses):
     """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
     n_samples, d = X.shape
-    _assign_accumulate(X, 0, n_samples, weights, C, c_norms, dots, best, labels, sq_dist, sums,
-                       mass, losses)
-    loss = losses.sum()
+    used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, dots, best, labels, sq_dist,
+                              sums, mass, losses)
+    loss = losses[:used].sum()
     n_iter = 0
     for it in range(1, max_iter + 1):
         n_iter = it
         for j in range(C.shape[0]):
             m = 0.0
-            for t in range(mass.shape[0]):
+            for t in range(used):
                 m += mass[t, j]
             if m > 0.0:  # an empty cluster keeps its center
                 for f in range(d):
                     s = 0.0
-                    for t in range(sums.shape[0]):
+                    for t in range(used):
                         s += sums[t, j, f]
                     C[j, f] = s / m
-        _assign_accumulate(X, 0, n_samples, weights, C, c_norms, dots, best, labels, sq_dist,
-                           sums, mass, losses)
+        used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, dots, best, labels,
+                                  sq_dist, sums, mass, losses)
         previous = loss
-        loss = losses.sum()
+        loss = losses[:used].sum()
         if previous - loss <= tol * previous:
             break
     return loss, n_iter
@@ -260,30 +292,32 @@ def _block_sum(weights, closest, b):
     return s
 
 
+@_jit()
+def _pp_gains_range(X, weights, cands, cc, closest, owner, lo, hi, gains):
+    """gains[c] += the drop of the weighted potential over rows lo:hi if candidate c were added."""
+    for i in range(lo, hi):
+        limit = 4.0 * PP_MARGIN * closest[i]
+        for c in range(cands.shape[0]):
+            # Triangle inequality: ||c - c_owner|| >= 2 ||x - c_owner|| cannot get closer.
+            if cc[c, owner[i]] > limit:
+                continue
+            dist = _sq_to(X, i, X, cands[c])
+            if dist < closest[i]:
+                gains[c] += weights[i] * (closest[i] - dist)
+
+
 @_jit(parallel=True)
-def _pp_gains(X, weights, cands, cc, closest, owner, gains):
-    """gains[t, c]: worker t's drop of the weighted potential if candidate c were added."""
+def _pp_gains_par(X, weights, cands, cc, closest, owner, gains):
     n_chunks = gains.shape[0]
-    n_blocks = (X.shape[0] + PP_BLOCK - 1) // PP_BLOCK
     for t in prange(n_chunks):
-        b_lo, b_hi = _chunk(0, n_blocks, n_chunks, t)
-        gains[t, :] = 0.0
-        for i in range(b_lo * PP_BLOCK, min(X.shape[0], b_hi * PP_BLOCK)):
-            limit = 4.0 * PP_MARGIN * closest[i]
-            for c in range(cands.shape[0]):
-                # Triangle inequality: ||c - c_owner|| >= 2 ||x - c_owner|| cannot get closer.
-                if cc[c, owner[i]] > limit:
-                    continue
-                dist = _sq_to(X, i, X, cands[c])
-                if dist < closest[i]:
-                    gains[t, c] += weights[i] * (closest[i] - dist)
+        lo, hi = _chunk(0, X.shape[0], n_chunks, t)
+        _pp_gains_range(X, weights, cands, cc, closest, owner, lo, hi, gains[t])
 
 
-@_jit(parallel=True)
-def _pp_add(X, weights, new, step, cc, closest, owner, block_sums):
-    """Make row `new` the center of index `step`: update closest, owner and the block sums."""
-    n_blocks = block_sums.shape[0]
-    for b in prange(n_blocks):
+@_jit()
+def _pp_add_range(X, weights, new, step, cc, closest, owner, block_sums, b_lo, b_hi):
+    """Make row `new` the center of index `step` for blocks b_lo:b_hi of rows."""
+    for b in range(b_lo, b_hi):
         changed = step == 0
         for i in range(b * PP_BLOCK, min(X.shape[0], (b + 1) * PP_BLOCK)):
             if step > 0 and cc[owner[i]] > 4.0 * PP_MARGIN * closest[i]:
@@ -295,6 +329,23 @@ def _pp_add(X, weights, new, step, cc, closest, owner, block_sums):
                 changed = True
         if changed:
             block_sums[b] = _block_sum(weights, closest, b)
+
+
+@_jit(parallel=True)
+def _pp_add_par(X, weights, new, step, cc, closest, owner, block_sums, n_chunks):
+    for t in prange(n_chunks):
+        b_lo, b_hi = _chunk(0, block_sums.shape[0], n_chunks, t)
+        _pp_add_range(X, weights, new, step, cc, closest, owner, block_sums, b_lo, b_hi)
+
+
+@_jit()
+def _pp_add(X, weights, new, step, cc, closest, owner, block_sums, n_workers):
+    """Make row `new` the center of index `step`: update closest, owner and the block sums."""
+    if X.shape[0] * X.shape[1] >= PARALLEL_MIN_WORK:
+        _pp_add_par(X, weights, new, step, cc, closest, owner, block_sums, n_workers)
+    else:
+        _pp_add_range(X, weights, new, step, cc, closest, owner, block_sums, 0,
+                      block_sums.shape[0])
 
 
 @_jit()
@@ -321,7 +372,8 @@ def kmeanspp(X, weights, uniforms, indices, C, closest, owner, block_sums, cc, g
     first = _draw(weights, closest, block_sums, uniforms[0, 0] * block_sums.sum())
     indices[0] = first
     C[0] = X[first]
-    _pp_add(X, weights, first, 0, cc[0], closest, owner, block_sums)
+    n_workers = gains.shape[0]
+    _pp_add(X, weights, first, 0, cc[0], closest, owner, block_sums, n_workers)
     for step in range(1, n_centers):
         total = block_sums.sum()
         if total <= 0.0:
@@ -331,12 +383,16 @@ def kmeanspp(X, weights, uniforms, indices, C, closest, owner, block_sums, cc, g
         _center_gaps(X, cands, C, step, cc)
         best = 0
         if n_cand > 1:
-            _pp_gains(X, weights, cands, cc, closest, owner, gains)
+            gains[:] = 0.0
+            if X.shape[0] * X.shape[1] * n_cand >= PARALLEL_MIN_WORK:
+                _pp_gains_par(X, weights, cands, cc, closest, owner, gains)
+            else:
+                _pp_gains_range(X, weights, cands, cc, closest, owner, 0, X.shape[0], gains[0])
             gain = gains.sum(axis=0)
             for c in range(1, n_cand):
                 if gain[c] > gain[best]:
                     best = c
         indices[step] = cands[best]
         C[step] = X[cands[best]]
-        _pp_add(X, weights, cands[best], step, cc[best], closest, owner, block_sums)
+        _pp_add(X, weights, cands[best], step, cc[best], closest, owner, block_sums, n_workers)
     return n_centers
