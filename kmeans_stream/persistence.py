@@ -22,12 +22,13 @@ FORMAT = "kmeans_stream/1"
 
 
 def save(model: Any, path: str | os.PathLike) -> Path:
-    """Write `model` as a SageMaker-compatible model.tar.gz at `path` (atomically)."""
+    """Write `model` as a SageMaker-compatible model.tar.gz at `path` (a file, or a folder to
+    hold ``model.tar.gz``), atomically; returns the path written."""
     from .io.artifact import write_model_artifact
 
     model._check_fitted()
-    write_model_artifact(path, model.cluster_centers_.astype(np.float32), _state(model))
-    return Path(path)
+    written = write_model_artifact(path, model.cluster_centers_.astype(np.float32), _state(model))
+    return Path(written)
 
 
 def load(path: str | os.PathLike) -> Any:

@@ -87,3 +87,10 @@ def test_a_failed_save_leaves_nothing(tmp_path):
 def test_save_before_fit():
     with pytest.raises(kmeans_stream.NotFittedError):
         KMeans(k=2).save("never.tar.gz")
+
+
+def test_save_into_a_folder_names_the_file(tmp_path):
+    model, X = fitted()
+    path = model.save(tmp_path)
+    assert path == tmp_path / "model.tar.gz"
+    np.testing.assert_array_equal(kmeans_stream.load(path).predict(X), model.predict(X))
