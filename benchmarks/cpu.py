@@ -43,6 +43,7 @@ from sklearn.datasets import make_blobs  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from kmeans_stream import KMeans  # noqa: E402
+from kmeans_stream.algorithm import n_initial_centers, n_local_trials  # noqa: E402
 from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
 from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
 
@@ -179,6 +180,7 @@ def run_shape(n, d, k, rate, quick):
     uniforms = np.random.default_rng(0).random((k, 1))
     t, peak, _ = measure(lambda: nb.kmeanspp(X, ones, k, uniforms), fast)
     pprow = row(f"numba kmeans++ ({k} centers, 1 candidate)", t, fast, peak)
+    init, reduce = init_costs(X, k, nb, fast)
 
     n_init = 10 if n * d * k <= 300_000_000 else 1
     notes["ref"] = f"KMeans(n_init={n_init})"
@@ -193,8 +195,36 @@ def run_shape(n, d, k, rate, quick):
         predict_vs_sklearn=skpred["t"] / ourpred["t"],
         predict_sgemm_share=ourpred["share"],
         kmeanspp_in_lloyd_iters=pprow["t"] / lloydrow["t"],
+        init_in_lloyd_iters=init,
+        reduce_in_lloyd_iters=reduce,
     )
     return rows, targets, notes, X.nbytes
+
+
+def init_costs(X, k, nb, repeats):
+    """k-means++ as the algorithm uses it, each in Lloyd iterations on the same points and centers.
+
+    init: plain k-means++ of K = 10·k centers (capped by the rows) from the first mini-batch.
+    reduce: greedy weighted k-means++ (2 + ln k candidates) of k centers from the K streaming
+    centers after one streaming pass, weighted by their counts.
+    """
+    batch = np.ascontiguousarray(X[:BATCH])
+    K = n_initial_centers(k, "auto", len(batch), len(np.unique(batch, axis=0)))
+    uniforms = np.random.default_rng(1).random((K, 1))
+    ones = np.ones(len(batch))
+    t_init, _, idx = measure(lambda: nb.kmeanspp(batch, ones, K, uniforms), repeats)
+    t_iter = measure(lambda: nb.lloyd(batch, ones, batch[idx], 1, 0.0), repeats)[0] / 2
+    centers, counts = np.ascontiguousarray(batch[idx]), np.zeros(K)
+    nb.stream_batches(X, BATCH, centers, counts, 0)
+    points = np.ascontiguousarray(centers[counts > 0])
+    weights = counts[counts > 0]
+    uniforms = np.random.default_rng(2).random((k, n_local_trials(k)))
+    t_red, _, seeds = measure(lambda: nb.kmeanspp(points, weights, k, uniforms), repeats)
+    t_red_iter = measure(lambda: nb.lloyd(points, weights, points[seeds], 1, 0.0), repeats)[0] / 2
+    print(f"  init: kmeans++ K={K} of {len(batch)} rows {t_init * 1e3:.2f} ms, Lloyd iteration "
+          f"{t_iter * 1e3:.2f} ms; reduce: greedy kmeans++ k={k} of {len(points)} weighted "
+          f"{t_red * 1e3:.2f} ms, Lloyd iteration {t_red_iter * 1e3:.2f} ms", flush=True)
+    return (K, len(batch), t_init / t_iter), (len(points), t_red / t_red_iter)
 
 
 def cold_start(repeats: int = 3) -> float:
@@ -253,7 +283,7 @@ def _fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
 
-def render(results, rate, cold, memory, elapsed, command) -> str:
+def render(results, rate, cold, memory, elapsed, command, load) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
         ["lscpu"], capture_output=True, text=True).stdout.splitlines()
         if line.startswith("Model name")), platform.processor())
@@ -261,7 +291,9 @@ def render(results, rate, cold, memory, elapsed, command) -> str:
         f"Machine: {cpu}, {os.cpu_count()} logical CPUs; {N_THREADS} threads for every library "
         f"(threadpoolctl limits, NUMBA_NUM_THREADS={N_THREADS}, faiss.omp_set_num_threads). "
         f"Date: {datetime.date.today().isoformat()}. Command: `{command}` "
-        f"({elapsed / 60:.1f} min). OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset in the "
+        f"({elapsed / 60:.1f} min). Load average (1, 5, 15 min) at start "
+        f"{', '.join(f'{v:.2f}' for v in load[0])}, at end {', '.join(f'{v:.2f}' for v in load[1])}"
+        f". OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset in the "
         f"benchmark's environment"
         f"{' (they were set and the script re-executed itself)' if os.environ.get('KMEANS_BENCH_UNSET') == '1' else ''}.",  # noqa: E501
         "",
@@ -307,6 +339,12 @@ def render(results, rate, cold, memory, elapsed, command) -> str:
                    "≥ 65%", t["predict_sgemm_share"] >= 0.65)
         target("kmeans++ time in Lloyd passes", shape, f"{t['kmeanspp_in_lloyd_iters']:.2f}",
                "≤ 3", t["kmeanspp_in_lloyd_iters"] <= 3)
+        K, rows, init = t["init_in_lloyd_iters"]
+        target(f"init: kmeans++ K={K} of the first {rows} rows, in Lloyd iterations on them",
+               shape, f"{init:.2f}", "≤ 3", init <= 3)
+        points, red = t["reduce_in_lloyd_iters"]
+        target(f"reduce: greedy kmeans++ k={k} of {points} weighted centers, in Lloyd iterations",
+               shape, f"{red:.2f}", "≤ 3", red <= 3)
     target("cold start (import + cached kernels + fit, 5000×10 k=5)", "5,000×10 k=5",
            f"{cold[0]:.2f} s (whole interpreter {cold[1]:.2f} s)", "≤ 2 s", cold[0] <= 2)
     for shape, ratio in memory.items():
@@ -332,6 +370,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     args = parser.parse_args()
     began = time.perf_counter()
+    load_start = os.getloadavg()
+    print(f"load average at start: {load_start}", flush=True)
     faiss.omp_set_num_threads(N_THREADS)
     with threadpool_limits(N_THREADS):
         rate = sgemm_rate()
@@ -339,13 +379,15 @@ def main() -> None:
         results = {}
         for shape in QUICK_GRID if args.quick else GRID:
             results[shape] = run_shape(*shape, rate, args.quick)
-            print(shape, {k: round(v, 3) for k, v in results[shape][1].items()}, flush=True)
+            print(shape, {k: v if isinstance(v, tuple) else round(v, 3)
+                         for k, v in results[shape][1].items()}, flush=True)
         cold = cold_start()
         memory = {}
         for n, d, k in (QUICK_GRID if args.quick else GRID)[:2]:
             memory[f"{n:,}×{d} k={k}"] = fit_memory(n, d, k)
     command = ".venv/bin/python benchmarks/cpu.py" + (" --quick" if args.quick else "")
-    text = render(results, rate, cold, memory, time.perf_counter() - began, command)
+    load = (load_start, os.getloadavg())
+    text = render(results, rate, cold, memory, time.perf_counter() - began, command, load)
     print(text)
     if not args.quick:
         write_results(text)

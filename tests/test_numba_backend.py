@@ -8,16 +8,26 @@ import pytest
 pytest.importorskip("numba")
 
 from kmeans_stream import KMeans  # noqa: E402
-from kmeans_stream.backends import get_kernels, resolve_backend  # noqa: E402
+from kmeans_stream.backends import _numba_assign, get_kernels, resolve_backend  # noqa: E402
 from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
 from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
 
 NB, NP = NumbaKernels(), NumpyKernels()
 
 # (n_samples, n_features, n_centers): d = 1, K = 1, fewer rows than workers x tile, the
-# row-by-row path (small K * d) and the matrix-product path (large K * d), odd sizes.
-SHAPES = [(1, 1, 1), (7, 1, 3), (50, 3, 1), (300, 5, 7), (1031, 16, 16), (2500, 33, 70),
-          (777, 64, 256)]
+# blocked path (K * d <= BLOCKED_MAX_WORK = 128: at it, below it, with d not a multiple of 4,
+# serial and parallel) and the matrix-product path (K * d just above it and large), odd sizes.
+SHAPES = [(1, 1, 1), (7, 1, 3), (50, 3, 1), (300, 5, 7), (1500, 8, 16), (1500, 9, 16),
+          (40001, 7, 18), (40000, 8, 17), (1031, 16, 16), (2500, 33, 70), (777, 64, 256)]
+
+
+def test_shapes_cover_both_assignment_paths():
+    work = [d * k for _, d, k in SHAPES]
+    limit = _numba_assign.BLOCKED_MAX_WORK
+    assert limit in work and any(w < limit for w in work)
+    assert any(limit < w < 2 * limit for w in work)
+    assert any(n * w >= _numba_assign.PARALLEL_MIN_WORK and w <= limit
+               for (n, _, _), w in zip(SHAPES, work, strict=True))
 DTYPES = [np.float32, np.float64]
 
 
@@ -107,6 +117,19 @@ def test_kmeanspp_matches_numpy(shape, n_candidates, dtype):
     np.testing.assert_array_equal(picked, NP.kmeanspp(X, weights, shape[2], uniforms))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_candidates", [1, 3])
+def test_kmeanspp_with_cluster_skips_matches_numpy(n_candidates, dtype):
+    # Well separated blobs, more rows than the parallel threshold: whole centers' rows are
+    # skipped by the cluster-level bound, single rows by the row-level one.
+    X, _ = _blobs(60_000, 8, 30, dtype, seed=n_candidates)
+    rng = np.random.default_rng(9)
+    weights = rng.random(len(X)) + 0.1
+    uniforms = rng.random((40, n_candidates))
+    picked = NB.kmeanspp(X, weights, 40, uniforms)
+    np.testing.assert_array_equal(picked, NP.kmeanspp(X, weights, 40, uniforms))
+
+
 def test_kmeanspp_too_few_distinct_points():
     X = np.repeat(np.arange(3.0)[:, None], 4, axis=0)
     with pytest.raises(ValueError, match="only 3 distinct weighted points"):
@@ -164,6 +187,18 @@ def _blobs(n, d, k, dtype, seed=0):
     means = rng.uniform(-100, 100, size=(k, d))
     truth = rng.integers(k, size=n)
     return (means[truth] + rng.standard_normal((n, d))).astype(dtype), truth
+
+
+def test_predict_from_four_python_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, _ = _blobs(200_000, 16, 16, np.float32, seed=6)
+    model = KMeans(k=16, backend="numba", random_state=0).fit(X[:20_000])
+    expected = model.predict(X)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: model.predict(X), range(8)))
+    for labels in results:
+        np.testing.assert_array_equal(labels, expected)
 
 
 def test_auto_is_numba():

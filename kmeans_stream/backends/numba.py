@@ -1,33 +1,31 @@
 """JIT kernels for the CPU: the interface of `kmeans_stream.backends.numpy`, compiled with numba.
 
-The compiled functions live in `kmeans_stream.backends._numba_kernels` (``cache=True``, so a new
-process loads them from disk instead of compiling). This class checks and allocates; the kernels
-fill. ``X`` keeps its dtype (float32 or float64) throughout; counts, weights and losses are
-float64. An IN array that is not C-contiguous, or centers of another dtype, are copied once; an
-INOUT array (``centers``, ``counts`` of `stream_batches`) must already have the right dtype and be
+The compiled functions live in `kmeans_stream.backends._numba_assign` (assignment, streaming,
+Lloyd) and `kmeans_stream.backends._numba_seed` (k-means++), all ``cache=True``, so a new process
+loads them from disk instead of compiling. This class checks and allocates; the kernels fill.
+``X`` keeps its dtype (float32 or float64) throughout; counts, weights and losses are float64.
+An IN array that is not C-contiguous, or centers of another dtype, are copied once; an INOUT
+array (``centers``, ``counts`` of `stream_batches`) must already have the right dtype and be
 C-contiguous, since the update happens in place.
 
 The matrix-product tiles call BLAS from inside the parallel loop, so BLAS itself is held to one
 thread while a kernel runs (threadpoolctl): the parallelism is numba's, one tile per worker.
 
-Unless NUMBA_THREADING_LAYER is set, importing this module selects numba's ``workqueue``
-threading layer for the process: on the 2-core benchmark machine a parallel launch cost ~6 ms with
-the ``omp`` layer against ~1 ms with ``workqueue`` (16 predict tiles of 65,536 x 16: 125 ms
-against 22 ms). ``workqueue`` must not be entered from two Python threads at once.
+The module leaves numba's threading layer to numba and to the user (``NUMBA_THREADING_LAYER``):
+with the default layer (omp here) a parallel launch costs ~2 us on the quiet 2-core benchmark
+machine, and the omp and tbb layers may be entered from several Python threads at once, which
+``workqueue`` may not.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 
 import numba
 import numpy as np
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-from . import _numba_kernels as _k  # noqa: E402 (after the threading layer is chosen)
+from . import _numba_assign as _k
+from . import _numba_seed as _seed
 
 _BLAS_LIMITER = None
 
@@ -61,24 +59,33 @@ def _check_inout(name: str, array: np.ndarray, dtype: np.dtype) -> None:
 
 
 class _Workspace:
-    """Per-call scratch: one tile of dot products and one set of partial sums per worker."""
+    """Per-call scratch: one tile and one set of partial sums per worker, allocated once."""
 
-    def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int) -> None:
+    def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int,
+                 accumulate: bool = True) -> None:
         n_workers = numba.get_num_threads()
-        self.gemm = n_centers * n_features >= _k.GEMM_MIN_WORK
-        tile = _k.tile_rows(n_centers)
+        self.gemm = n_centers * n_features > _k.BLOCKED_MAX_WORK
         self.c_norms = np.empty(n_centers, dtype=dtype)
-        self.dots = np.empty((n_workers, n_centers * tile if self.gemm else 0), dtype=dtype)
+        if self.gemm:
+            tile = _k.tile_rows(n_centers)
+            self.cm2 = np.empty((0, 0), dtype=dtype)
+            scratch = n_centers * tile
+        else:
+            tile = _k.BLOCK_ROWS
+            self.cm2 = np.empty((n_centers, _k.padded_features(n_features)), dtype=dtype)
+            scratch = (self.cm2.shape[1] + 1) * tile
+        self.dots = np.empty((n_workers, scratch), dtype=dtype)
         self.best = np.empty((n_workers, tile), dtype=dtype)
         self.labels = np.empty(rows, dtype=np.intp)
         self.sq_dist = np.empty(rows, dtype=np.float64)
-        self.sums = np.empty((n_workers, n_centers, n_features), dtype=np.float64)
-        self.mass = np.empty((n_workers, n_centers), dtype=np.float64)
+        shape = (n_workers, n_centers) if accumulate else (0, 0)
+        self.sums = np.empty((*shape, n_features), dtype=np.float64)
+        self.mass = np.empty(shape, dtype=np.float64)
         self.losses = np.empty(n_workers, dtype=np.float64)
 
     def buffers(self) -> tuple[np.ndarray, ...]:
         """The arguments every assigning kernel takes after the centers."""
-        return self.c_norms, self.dots, self.best, self.labels, self.sq_dist
+        return self.c_norms, self.cm2, self.dots, self.best, self.labels, self.sq_dist
 
     def blas_context(self):
         return _single_threaded_blas() if self.gemm else nullcontext()
@@ -93,7 +100,7 @@ class NumbaKernels:
         """Nearest center of each row: (labels intp, squared distance float64)."""
         X = _check_X(X)
         centers = np.ascontiguousarray(centers, dtype=X.dtype)
-        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0])
+        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0], accumulate=False)
         with ws.blas_context():
             _k.assign_labels(X, centers, *ws.buffers())
         return ws.labels, ws.sq_dist
@@ -137,15 +144,19 @@ class NumbaKernels:
         uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
         n = X.shape[0]
         n_cand = uniforms.shape[1]
+        n_workers = numba.get_num_threads()
         indices = np.empty(n_centers, dtype=np.intp)
-        done = _k.kmeanspp(
+        done = _seed.kmeanspp(
             X, weights, uniforms, indices,
             np.empty((n_centers, X.shape[1]), dtype=X.dtype),
             np.empty(n, dtype=np.float64),
             np.empty(n, dtype=np.int32),
-            np.empty(-(-n // _k.PP_BLOCK), dtype=np.float64),
+            np.empty(-(-n // _seed.PP_BLOCK), dtype=np.float64),
             np.empty((n_cand, n_centers), dtype=np.float64),
-            np.empty((numba.get_num_threads(), n_cand), dtype=np.float64),
+            np.empty((n_cand + 1, n_centers), dtype=np.bool_),
+            np.empty(n_centers, dtype=np.float64),
+            np.empty((n_workers, n_cand), dtype=np.float64),
+            np.empty((n_workers, n_centers), dtype=np.float64),
         )
         if done < n_centers:
             raise ValueError(

@@ -1,0 +1,204 @@
+"""The k-means++ @njit kernels behind `kmeans_stream.backends.numba.NumbaKernels.kmeanspp`.
+
+k-means++ takes k dependent steps; each step draws from weight x D(x) (D: squared distance to
+the nearest chosen center) and then lowers D wherever the new center is closer. The state per
+row is D (float64, the dtype numpy's reference draws with, so both backends pick the same rows)
+and the index of that nearest center (int32); nothing of size n_samples x k exists.
+
+A step reads as little as the triangle inequality allows. A new center c cannot be closer to a
+row x of center j than c_j is when ||c - c_j|| >= 2 sqrt(D(x)), so:
+
+- per center j the step keeps an upper bound of D over its rows (``max_sq``); when
+  ||c - c_j||^2 > 4 max_sq[j], every row of j is skipped after reading its owner (4 bytes);
+- otherwise the same test per row on D(x) skips reading the row of X.
+
+Sampling keeps one sum of weight x D per block of `PP_BLOCK` rows, refreshed only for the
+blocks whose rows changed, so a draw costs O(n_samples / PP_BLOCK + PP_BLOCK).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._numba_assign import PARALLEL_MIN_WORK, _chunk, jit
+
+# Rows per block sum in k-means++ sampling.
+PP_BLOCK = 1024
+# Relative safety margin of the triangle-inequality skips (rounding of D and of center gaps).
+PP_MARGIN = 1.0001
+
+
+@jit()
+def _sq_to(X, i, C, j):
+    s = X.dtype.type(0.0)
+    for f in range(X.shape[1]):
+        diff = X[i, f] - C[j, f]
+        s += diff * diff
+    return np.float64(s)
+
+
+@jit()
+def _draw(weights, closest, block_sums, target):
+    """First row whose running sum of weight * closest exceeds target (numpy's searchsorted)."""
+    n = closest.shape[0]
+    acc = 0.0
+    b = 0
+    while b < block_sums.shape[0] - 1 and acc + block_sums[b] <= target:
+        acc += block_sums[b]
+        b += 1
+    for i in range(b * PP_BLOCK, n):
+        acc += weights[i] * closest[i]
+        if acc > target:
+            return i
+    return n - 1
+
+
+@jit()
+def _block_sum(weights, closest, b):
+    s = 0.0
+    for i in range(b * PP_BLOCK, min(closest.shape[0], (b + 1) * PP_BLOCK)):
+        s += weights[i] * closest[i]
+    return s
+
+
+@jit()
+def _pp_gains_range(X, weights, cands, cc, skip, closest, owner, lo, hi, gains):
+    """gains[c] += the drop of the weighted potential over rows lo:hi if candidate c were added."""
+    n_cand = cands.shape[0]
+    for i in range(lo, hi):
+        j = owner[i]
+        if skip[n_cand, j]:
+            continue
+        limit = 4.0 * PP_MARGIN * closest[i]
+        for c in range(n_cand):
+            if skip[c, j] or cc[c, j] > limit:
+                continue
+            dist = _sq_to(X, i, X, cands[c])
+            if dist < closest[i]:
+                gains[c] += weights[i] * (closest[i] - dist)
+
+
+@jit(parallel=True)
+def _pp_gains_par(X, weights, cands, cc, skip, closest, owner, gains):
+    n_chunks = gains.shape[0]
+    for t in prange(n_chunks):
+        lo, hi = _chunk(0, X.shape[0], n_chunks, t)
+        _pp_gains_range(X, weights, cands, cc, skip, closest, owner, lo, hi, gains[t])
+
+
+@jit()
+def _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, b_lo, b_hi,
+                  max_sq):
+    """Make row `new` center `step` for blocks b_lo:b_hi; max_sq[j] OUT: max D seen in j."""
+    for b in range(b_lo, b_hi):
+        changed = step == 0
+        for i in range(b * PP_BLOCK, min(X.shape[0], (b + 1) * PP_BLOCK)):
+            j = step
+            if step > 0:
+                j = owner[i]
+                if skip[j]:
+                    continue
+                if cc[j] > 4.0 * PP_MARGIN * closest[i]:
+                    max_sq[j] = max(max_sq[j], closest[i])
+                    continue
+            dist = _sq_to(X, i, X, new)
+            if step == 0 or dist < closest[i]:
+                closest[i] = dist
+                owner[i] = step
+                j = step
+                changed = True
+            max_sq[j] = max(max_sq[j], closest[i])
+        if changed:
+            block_sums[b] = _block_sum(weights, closest, b)
+
+
+@jit(parallel=True)
+def _pp_add_par(X, weights, new, step, cc, skip, closest, owner, block_sums, worker_max):
+    n_chunks = worker_max.shape[0]
+    for t in prange(n_chunks):
+        b_lo, b_hi = _chunk(0, block_sums.shape[0], n_chunks, t)
+        worker_max[t, : step + 1] = 0.0
+        _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, b_lo, b_hi,
+                      worker_max[t])
+
+
+@jit()
+def _pp_add(X, weights, new, step, cc, skip, closest, owner, block_sums, max_sq, worker_max):
+    """Make row `new` center `step`: update closest, owner, block sums and max_sq."""
+    used = 1
+    if X.shape[0] * X.shape[1] >= PARALLEL_MIN_WORK:
+        _pp_add_par(X, weights, new, step, cc, skip, closest, owner, block_sums, worker_max)
+        used = worker_max.shape[0]
+    else:
+        worker_max[0, : step + 1] = 0.0
+        _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, 0,
+                      block_sums.shape[0], worker_max[0])
+    # A skipped center lost no rows and keeps its bound; a scanned one gets its exact maximum.
+    for j in range(step + 1):
+        if j == step or not skip[j]:
+            m = 0.0
+            for t in range(used):
+                m = max(m, worker_max[t, j])
+            max_sq[j] = m
+
+
+@jit()
+def _center_gaps(X, cands, C, n_chosen, max_sq, cc, skip):
+    """cc[c, s] = ||cand c - C[s]||^2; skip[c, s]: center s's rows are out of reach of cand c.
+
+    skip[n_cand, s]: out of reach of every candidate.
+    """
+    n_cand = cands.shape[0]
+    for s in range(n_chosen):
+        skip[n_cand, s] = True
+        for c in range(n_cand):
+            cc[c, s] = _sq_to(X, cands[c], C, s)
+            skip[c, s] = cc[c, s] > 4.0 * PP_MARGIN * max_sq[s]
+            skip[n_cand, s] &= skip[c, s]
+
+
+@jit()
+def kmeanspp(X, weights, uniforms, indices, C, closest, owner, block_sums, cc, skip, max_sq,
+             gains, worker_max):
+    """Greedy weighted k-means++; OUT indices, C (the chosen rows). Returns the steps done.
+
+    Fewer steps than indices.shape[0] means the weighted potential reached 0 at that step.
+    Scratch: closest, owner (n_samples,); block_sums; cc (n_cand, k); skip (n_cand + 1, k) bool;
+    max_sq (k,); gains (n_workers, n_cand); worker_max (n_workers, k).
+    """
+    n_centers = indices.shape[0]
+    n_cand = uniforms.shape[1]
+    cands = np.empty(n_cand, dtype=np.intp)
+    closest[:] = 1.0
+    for b in range(block_sums.shape[0]):
+        block_sums[b] = _block_sum(weights, closest, b)
+    first = _draw(weights, closest, block_sums, uniforms[0, 0] * block_sums.sum())
+    indices[0] = first
+    C[0] = X[first]
+    _pp_add(X, weights, first, 0, cc[0], skip[0], closest, owner, block_sums, max_sq,
+            worker_max)
+    for step in range(1, n_centers):
+        total = block_sums.sum()
+        if total <= 0.0:
+            return step
+        for c in range(n_cand):
+            cands[c] = _draw(weights, closest, block_sums, uniforms[step, c] * total)
+        _center_gaps(X, cands, C, step, max_sq, cc, skip)
+        best = 0
+        if n_cand > 1:
+            gains[:] = 0.0
+            if X.shape[0] * X.shape[1] * n_cand >= PARALLEL_MIN_WORK:
+                _pp_gains_par(X, weights, cands, cc, skip, closest, owner, gains)
+            else:
+                _pp_gains_range(X, weights, cands, cc, skip, closest, owner, 0, X.shape[0],
+                                 gains[0])
+            gain = gains.sum(axis=0)
+            for c in range(1, n_cand):
+                if gain[c] > gain[best]:
+                    best = c
+        indices[step] = cands[best]
+        C[step] = X[cands[best]]
+        _pp_add(X, weights, cands[best], step, cc[best], skip[best], closest, owner,
+                block_sums, max_sq, worker_max)
+    return n_centers
