@@ -148,11 +148,11 @@ class NumbaKernels:
         indices = np.empty(n_centers, dtype=np.intp)
         done = _seed.kmeanspp(
             X, weights, uniforms, indices,
-            np.empty((n_centers, X.shape[1]), dtype=X.dtype),
+            np.empty((X.shape[1], n_centers), dtype=X.dtype),
             np.empty(n, dtype=np.float64),
             np.empty(n, dtype=np.int32),
             np.empty(-(-n // _seed.PP_BLOCK), dtype=np.float64),
-            np.empty((n_cand, n_centers), dtype=np.float64),
+            np.empty((n_cand, n_centers), dtype=X.dtype),
             np.empty((n_cand + 1, n_centers), dtype=np.bool_),
             np.empty(n_centers, dtype=np.float64),
             np.empty((n_workers, n_cand), dtype=np.float64),
