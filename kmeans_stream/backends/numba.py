@@ -19,7 +19,8 @@ machine, and the omp and tbb layers may be entered from several Python threads a
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager, nullcontext
 
 import numba
 import numpy as np
@@ -27,17 +28,39 @@ import numpy as np
 from . import _numba_assign as _k
 from . import _numba_seed as _seed
 
-_BLAS_LIMITER = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE: dict = {"controller": None, "users": 0, "limiter": None}
 
 
+@contextmanager
 def _single_threaded_blas():
-    """A context holding BLAS to one thread, for kernels that call it inside prange."""
-    global _BLAS_LIMITER
-    if _BLAS_LIMITER is None:
-        from threadpoolctl import ThreadpoolController
+    """BLAS held to one thread while any kernel that calls it inside prange runs.
 
-        _BLAS_LIMITER = ThreadpoolController()
-    return _BLAS_LIMITER.limit(limits=1, user_api="blas")
+    numba's ``np.dot`` calls SciPy's BLAS (``scipy.linalg.cython_blas``, its own OpenBLAS), which
+    is loaded only when a kernel first runs; it is imported before threadpoolctl takes its
+    inventory, or the limit would miss the very library the kernels call. The limit is shared
+    by concurrent callers and undone by the last one out: separate limit/restore pairs from
+    several Python threads would restore out of order and leave the user's BLAS at one thread.
+    (SciPy's OpenBLAS here ignores a raise of its thread count made from a thread other than the
+    main one, so a last caller on a worker thread still leaves BLAS at one thread.)
+    """
+    with _BLAS_LOCK:
+        if _BLAS_STATE["controller"] is None:
+            import scipy.linalg.cython_blas  # noqa: F401 (loads the BLAS numba calls)
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_STATE["controller"] = ThreadpoolController()
+        if _BLAS_STATE["users"] == 0:
+            _BLAS_STATE["limiter"] = _BLAS_STATE["controller"].limit(limits=1, user_api="blas")
+        _BLAS_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["users"] -= 1
+            if _BLAS_STATE["users"] == 0:
+                _BLAS_STATE["limiter"].restore_original_limits()
+                _BLAS_STATE["limiter"] = None
 
 
 def _check_X(X: np.ndarray) -> np.ndarray:
