@@ -68,10 +68,14 @@ def check_shape(array: np.ndarray, *, name: str = "X", estimator: str = "KMeans"
 def check_finite(array: np.ndarray, *, name: str = "X", row_offset: int = 0) -> None:
     """Raise naming the first row and column holding NaN or infinity.
 
-    min and max propagate NaN and show infinities without an n_samples x n_features mask; the
-    mask is built only to name the place once something is wrong.
+    One pass and no n_samples x n_features mask in the common case: the sum of finite values
+    is finite unless it overflows, and only then (or when something is wrong) is the mask
+    built, to tell an overflow from a bad value and to name its place.
     """
-    if np.isfinite(array.min()) and np.isfinite(array.max()):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum()):
+            return
+    if np.isfinite(array).all():
         return
     row, col = np.argwhere(~np.isfinite(array))[0]
     value = array[row, col]
