@@ -31,16 +31,22 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace the section `name` of RESULTS.md with `body`, headed by machine, date, command."""
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-    header = (
-        f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. "
-        f"Command: `{command}`.\n\n"
-    )
+def write_section(name: str, title: str, body: str, *, stamp: bool = True) -> None:
+    """Replace the section `name` of RESULTS.md with `title` and `body`.
+
+    With `stamp`, the machine, the date and the command come first; a benchmark that writes
+    a richer line of its own (threads, load) passes ``stamp=False``.
+    """
+    header = f"## {title}\n\n"
+    if stamp:
+        command = " ".join([Path(sys.executable).name, *sys.argv])
+        header += (
+            f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. "
+            f"Command: `{command}`.\n\n"
+        )
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = RESULTS.read_text() if RESULTS.exists() else _TITLE
-    block = f"{start}\n{header}{body.rstrip()}\n{end}"
+    block = f"{start}\n{header}{body.strip()}\n{end}"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         text = before + block + rest.split(end, 1)[1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ _reexec_clean()
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+from _results import machine, write_section  # noqa: E402
 from sklearn.cluster import KMeans as SkKMeans  # noqa: E402
 from sklearn.cluster import MiniBatchKMeans  # noqa: E402
 from sklearn.datasets import make_blobs  # noqa: E402
@@ -284,11 +284,8 @@ def _fmt(value, spec):
 
 
 def render(results, rate, cold, memory, elapsed, command, load) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if line.startswith("Model name")), platform.processor())
     lines = [
-        f"Machine: {cpu}, {os.cpu_count()} logical CPUs; {N_THREADS} threads for every library "
+        f"Machine: {machine()}; {N_THREADS} threads for every library "
         f"(threadpoolctl limits, NUMBA_NUM_THREADS={N_THREADS}, faiss.omp_set_num_threads). "
         f"Date: {datetime.date.today().isoformat()}. Command: `{command}` "
         f"({elapsed / 60:.1f} min). Load average (1, 5, 15 min) at start "
@@ -353,18 +350,6 @@ def render(results, rate, cold, memory, elapsed, command, load) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(text: str) -> None:
-    path = HERE / "RESULTS.md"
-    start, end = "<!-- cpu:start -->", "<!-- cpu:end -->"
-    body = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{start}\n## CPU: kmeans_stream vs scikit-learn and faiss\n\n{text}{end}"
-    if start in body and end in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end):]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(body)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
@@ -390,7 +375,7 @@ def main() -> None:
     text = render(results, rate, cold, memory, time.perf_counter() - began, command, load)
     print(text)
     if not args.quick:
-        write_results(text)
+        write_section("cpu", "CPU: kmeans_stream vs scikit-learn and faiss", text, stamp=False)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,11 @@ def main() -> None:
         read_recordio(path)
         read_s = _median_seconds(lambda: read_recordio(path), args.repeats)
         iter_s = _median_seconds(lambda: _consume(path, args.batch_size), args.repeats)
+    title = (
+        f"RecordIO-protobuf throughput ({args.rows:,} x {args.cols} float32, "
+        f"{megabytes:.0f} MB, page cache warm)"
+    )
     text = "\n".join([
-        f"## RecordIO-protobuf throughput ({args.rows:,} x {args.cols} float32, "
-        f"{megabytes:.0f} MB, page cache warm)",
-        "",
         "| function | MB/s | runs |",
         "|---|---:|---|",
         f"| write_recordio | {megabytes / write_s:.0f} | one |",
@@ -67,8 +68,8 @@ def main() -> None:
         "",
         "Target: dense reading >= 200 MB/s.",
     ])
-    print(text)
-    write_section("recordio", text)
+    print(f"{title}\n\n{text}")
+    write_section("recordio", title, text)
 
 
 if __name__ == "__main__":

@@ -99,10 +99,11 @@ def main() -> None:
 
 
 def _print_table(results: dict, mb_s: float, args: argparse.Namespace) -> None:
+    title = (
+        f"Streaming fit from CSV: peak memory does not grow with the file ({args.cols} "
+        "float32 columns, k=16, mini_batch_size=5000, each fit in a fresh process)"
+    )
     lines = [
-        f"## Streaming fit from CSV: peak memory does not grow with the file ({args.cols} "
-        "float32 columns, k=16, mini_batch_size=5000, each fit in a fresh process)",
-        "",
         "| run | rows | CSV MB | fit s | peak RSS MiB |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -120,8 +121,8 @@ def _print_table(results: dict, mb_s: float, args: argparse.Namespace) -> None:
         "4N file, page cache warm).",
     ]
     text = "\n".join(lines)
-    print(text)
-    write_section("stream-memory", text)
+    print(f"{title}\n\n{text}")
+    write_section("stream-memory", title, text)
 
 
 if __name__ == "__main__":
