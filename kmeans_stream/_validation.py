@@ -25,11 +25,14 @@ def is_in_memory(X: Any) -> bool:
     return False
 
 
-def check_array(X: Any, *, name: str = "X", estimator: str = "KMeans") -> np.ndarray:
+def check_array(
+    X: Any, *, name: str = "X", estimator: str = "KMeans", finite: bool = True
+) -> np.ndarray:
     """A 2-D, finite float32 or float64 array from `X`, as scikit-learn's check_array.
 
     float32 and float64 keep their dtype; other numeric input becomes float64. A float32 or
-    float64 C-contiguous array is returned as it is, without a copy.
+    float64 C-contiguous array is returned as it is, without a copy. ``finite=False`` leaves
+    the NaN / infinity check to a caller that can do it more cheaply.
     """
     array = np.asarray(X)
     if array.dtype.kind == "c":
@@ -46,7 +49,8 @@ def check_array(X: Any, *, name: str = "X", estimator: str = "KMeans") -> np.nda
             "feature or array.reshape(1, -1) if it contains a single sample."
         )
     check_shape(array, name=name, estimator=estimator)
-    check_finite(array, name=name)
+    if finite:
+        check_finite(array, name=name)
     return np.ascontiguousarray(array)
 
 

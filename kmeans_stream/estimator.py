@@ -23,6 +23,7 @@ from ._validation import (
     check_array,
     check_batch,
     check_feature_dim,
+    check_finite,
     check_n_features,
     check_shape,
     feature_names,
@@ -281,19 +282,26 @@ class KMeans(ParamsMixin):
         so the only extra memory beyond the answer is one tile."""
         self._check_fitted()
         kernels = get_kernels(self._fit.backend)
-        n_rows, tiles = self._tiles(X)
+        # NaN or infinity in a row makes its distance NaN or infinite, so the sum the answer
+        # needs anyway tells whether to look; only then is X scanned, to name the place. This
+        # saves a whole pass over X on every predict.
+        n_rows, tiles = self._tiles(X, finite=False)
         labels = np.empty(n_rows, dtype=np.int32)
         sq_dist = np.empty(n_rows, dtype=np.float64) if keep_sq_dist else None
         total = 0.0
         for start, tile in tiles:
-            lab, sq = kernels.assign_labels(tile, self._centers_for(tile))
+            with np.errstate(invalid="ignore", over="ignore"):  # bad values are named below
+                lab, sq = kernels.assign_labels(tile, self._centers_for(tile))
+            tile_total = float(sq.sum())
+            if not np.isfinite(tile_total):
+                check_finite(tile, row_offset=start)
             labels[start:start + len(tile)] = lab
             if sq_dist is not None:
                 sq_dist[start:start + len(tile)] = sq
-            total += float(sq.sum())
+            total += tile_total
         return labels, sq_dist, total
 
-    def _tiles(self, X: Any) -> tuple[int, Any]:
+    def _tiles(self, X: Any, finite: bool = True) -> tuple[int, Any]:
         """X checked against the fitted model: its row count and its (start, rows) tiles."""
         if is_sparse(X):
             X = X.tocsr()
@@ -303,7 +311,7 @@ class KMeans(ParamsMixin):
                 (start, check_batch(X[start:start + _PREDICT_ROWS].toarray(), start))
                 for start in range(0, X.shape[0], _PREDICT_ROWS)
             )
-        X = check_array(X)
+        X = check_array(X, finite=finite)
         check_n_features(X.shape[1], self.n_features_in_)
         return len(X), (
             (start, X[start:start + _PREDICT_ROWS]) for start in range(0, len(X), _PREDICT_ROWS)

@@ -225,3 +225,16 @@ def test_verbose_shows_epochs_and_reduction_trials(capsys):
     assert "local kmeans attempt #2" in err
     model().fit(X)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_predict_names_a_bad_value_far_into_the_data(backend, value):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X, _ = blobs(n=200_000, std=1.0)
+    km = model(backend=backend).fit(X[:1000])
+    X[150_001, 2] = value
+    for method in (km.predict, km.score, km.predict_with_distance, km.transform):
+        with pytest.raises(ValueError, match=r"(NaN|infinity).*\(first at row 150001, column 2\)"):
+            method(X)
