@@ -13,7 +13,6 @@ _EXTRAS = {
     "matplotlib": "plot",
     "pyarrow": "io",
     "scipy": "io",
-    "tqdm": "dev",
 }
 
 
