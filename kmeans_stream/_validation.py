@@ -14,17 +14,6 @@ def is_sparse(X: Any) -> bool:
     return sparse is not None and sparse.issparse(X)
 
 
-def is_in_memory(X: Any) -> bool:
-    """True for data that is one dense table: arrays, DataFrames, lists of rows."""
-    if is_sparse(X):
-        return False
-    if isinstance(X, np.ndarray) or hasattr(X, "__array__"):
-        return True
-    if isinstance(X, (list, tuple)):
-        return not (len(X) > 0 and np.ndim(X[0]) == 2)
-    return False
-
-
 def check_array(
     X: Any, *, name: str = "X", estimator: str = "KMeans", finite: bool = True
 ) -> np.ndarray:

@@ -27,7 +27,6 @@ from ._validation import (
     check_n_features,
     check_shape,
     feature_names,
-    is_in_memory,
     is_sparse,
 )
 from .backends import get_kernels, resolve_backend
@@ -36,7 +35,9 @@ from .hyperparameters import from_strings, numpydoc_parameters, to_strings, vali
 
 logger = logging.getLogger(__name__)
 
-_PREDICT_ROWS = 65536  # rows densified at a time when predicting on a sparse matrix
+# Rows assigned (and, for a sparse matrix, densified) at a time when predicting: the only
+# temporaries beyond the answer are one tile's labels and distances.
+_PREDICT_ROWS = 65536
 
 
 @dataclass
@@ -112,7 +113,7 @@ class KMeans(ParamsMixin):
         kernels = get_kernels(hp["backend"])
         rng = _make_rng(hp["random_state"])
         with verbose_logging(hp["verbose"]):
-            if is_in_memory(X):
+            if _is_in_memory(X):
                 names = feature_names(X)
                 X = check_array(X)
                 fitted = self._fit_array(X, hp, kernels, rng)
@@ -398,6 +399,17 @@ n_samples_seen_ : int
 n_streaming_centers_ : int
     K, after the first mini-batch lowered it where needed.
 """
+
+
+def _is_in_memory(X: Any) -> bool:
+    """One dense table (an array, a DataFrame, a list of rows) rather than a source to stream."""
+    from .io.sources import is_batch_iterable
+
+    if is_sparse(X) or isinstance(X, (str, os.PathLike)) or hasattr(X, "read"):
+        return False
+    if isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+        return True
+    return isinstance(X, (list, tuple)) and not is_batch_iterable(X)
 
 
 def _make_rng(random_state: Any) -> np.random.Generator:

@@ -238,3 +238,13 @@ def test_predict_names_a_bad_value_far_into_the_data(backend, value):
     for method in (km.predict, km.score, km.predict_with_distance, km.transform):
         with pytest.raises(ValueError, match=r"(NaN|infinity).*\(first at row 150001, column 2\)"):
             method(X)
+
+
+def test_a_list_of_nested_list_batches_streams_like_the_array():
+    X, _ = blobs(n=400)
+    whole = model(mini_batch_size=100).fit(X)
+    batches = [X[:150].tolist(), X[150:].tolist()]
+    streamed = model(mini_batch_size=100).fit(batches)
+    np.testing.assert_allclose(streamed.cluster_centers_, whole.cluster_centers_, rtol=1e-12)
+    rows = model(mini_batch_size=100).fit(X.tolist())  # a list of rows is one table
+    np.testing.assert_array_equal(rows.labels_, whole.labels_)

@@ -23,7 +23,7 @@ from .locations import iter_location_chunks
 from .s3 import is_s3_uri
 from .streams import Tagged, buffered, float_dtype, iter_stream_chunks
 
-__all__ = ["describe_source", "is_reiterable", "iter_batches", "rebatch"]
+__all__ = ["describe_source", "is_batch_iterable", "is_reiterable", "iter_batches", "rebatch"]
 
 
 def iter_batches(
@@ -69,7 +69,7 @@ def iter_batches(
         return _iter_frame(source, batch_size)
     if _is_sparse(source):
         return _iter_sparse(source, batch_size)
-    if _is_batch_iterable(source):
+    if is_batch_iterable(source):
         tagged = _iter_chunks(source, describe_source(source))
         return rebatch(_same_width(tagged), batch_size)
     if isinstance(source, (np.ndarray, list, tuple)) or hasattr(source, "__array__"):
@@ -166,7 +166,7 @@ def describe_source(source: Any) -> str:
     if hasattr(source, "read"):
         return f"stream {_stream_name(source)!r}"
     if isinstance(source, (list, tuple)):
-        what = "batches" if _is_batch_iterable(source) else "rows"
+        what = "batches" if is_batch_iterable(source) else "rows"
         return f"{type(source).__name__} of {len(source)} {what}"
     if hasattr(source, "gi_code"):
         return f"generator {source.__name__!r}"
@@ -289,11 +289,16 @@ def _numeric_dtype(dtype: np.dtype, what: str) -> np.dtype:
     return float_dtype(dtype)
 
 
-def _is_batch_iterable(source: Any) -> bool:
-    """Whether `source` is an iterable of batches rather than an array or a list of rows."""
+def is_batch_iterable(source: Any) -> bool:
+    """Whether `source` is an iterable of batches rather than an array or a list of rows.
+
+    A list or tuple is a list of batches when its first item is 2-D (an array, a DataFrame,
+    a sparse matrix or a nested list), else a list of rows. `KMeans.fit` asks this too, so
+    the estimator and the reader never disagree on what a list holds.
+    """
     if isinstance(source, (list, tuple)):
         first = source[0] if source else None
-        return _is_sparse(first) or _is_frame(first) or getattr(first, "ndim", 0) == 2
+        return _is_sparse(first) or _is_frame(first) or np.ndim(first) == 2
     return isinstance(source, Iterable) and not hasattr(source, "__array__")
 
 
