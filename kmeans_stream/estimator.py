@@ -230,7 +230,17 @@ class KMeans(ParamsMixin):
 
     def predict(self, X: Any) -> np.ndarray:
         """Index of the closest of the k centers for each row (SageMaker's closest_cluster)."""
-        return self._assign(X, keep_sq_dist=False)[0]
+        self._check_fitted()
+        kernels = get_kernels(self._fit.backend)
+        n_rows, tiles = self._tiles(X, finite=False, whole=True)
+        labels = np.empty(n_rows, dtype=np.int32)
+        for start, tile in tiles:
+            with np.errstate(invalid="ignore", over="ignore"):  # bad values are named below
+                finite = kernels.nearest(tile, self._centers_for(tile),
+                                         labels[start:start + len(tile)])
+            if not finite:  # as in _assign: X is scanned only when its scores were not finite
+                check_finite(tile, row_offset=start)
+        return labels
 
     def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """SageMaker's endpoint answer: (closest_cluster, distance_to_cluster).
@@ -302,8 +312,11 @@ class KMeans(ParamsMixin):
             total += tile_total
         return labels, sq_dist, total
 
-    def _tiles(self, X: Any, finite: bool = True) -> tuple[int, Any]:
-        """X checked against the fitted model: its row count and its (start, rows) tiles."""
+    def _tiles(self, X: Any, finite: bool = True, whole: bool = False) -> tuple[int, Any]:
+        """X checked against the fitted model: its row count and its (start, rows) tiles.
+
+        whole: a dense X is one tile (for kernels that write straight into the answer).
+        """
         if is_sparse(X):
             X = X.tocsr()
             check_shape(X)
@@ -314,9 +327,8 @@ class KMeans(ParamsMixin):
             )
         X = check_array(X, finite=finite)
         check_n_features(X.shape[1], self.n_features_in_)
-        return len(X), (
-            (start, X[start:start + _PREDICT_ROWS]) for start in range(0, len(X), _PREDICT_ROWS)
-        )
+        step = len(X) if whole else _PREDICT_ROWS
+        return len(X), ((start, X[start:start + step]) for start in range(0, len(X), step))
 
     def _centers_for(self, X: np.ndarray) -> np.ndarray:
         centers = self.cluster_centers_

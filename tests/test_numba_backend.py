@@ -15,19 +15,28 @@ from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
 NB, NP = NumbaKernels(), NumpyKernels()
 
 # (n_samples, n_features, n_centers): d = 1, K = 1, fewer rows than workers x tile, the
-# blocked path (K * d <= BLOCKED_MAX_WORK = 128: at it, below it, with d not a multiple of 4,
-# serial and parallel) and the matrix-product path (K * d just above it and large), odd sizes.
+# blocked path at each width (d equal to it and padded up to it; K * width at the limit and
+# below it; serial and parallel) and the matrix-product path (K * width just above the limit,
+# d wider than the widest block, large K), odd sizes.
 SHAPES = [(1, 1, 1), (7, 1, 3), (50, 3, 1), (300, 5, 7), (1500, 8, 16), (1500, 9, 16),
-          (40001, 7, 18), (40000, 8, 17), (1031, 16, 16), (2500, 33, 70), (777, 64, 256)]
+          (40001, 7, 18), (40000, 8, 17), (1031, 16, 16), (20000, 16, 8), (3000, 20, 5),
+          (2000, 32, 128), (700, 17, 129), (2500, 33, 70), (777, 64, 256)]
 
 
 def test_shapes_cover_both_assignment_paths():
-    work = [d * k for _, d, k in SHAPES]
+    widths = [_numba_assign.blocked_width(k, d) for _, d, k in SHAPES]
     limit = _numba_assign.BLOCKED_MAX_WORK
-    assert limit in work and any(w < limit for w in work)
-    assert any(limit < w < 2 * limit for w in work)
-    assert any(n * w >= _numba_assign.PARALLEL_MIN_WORK and w <= limit
-               for (n, _, _), w in zip(SHAPES, work, strict=True))
+    assert set(_numba_assign.BLOCKED_WIDTHS) <= set(widths)
+    assert any(w and w == d for (_, d, _), w in zip(SHAPES, widths, strict=True))
+    assert any(w and k * w == limit for (_, _, k), w in zip(SHAPES, widths, strict=True))
+    assert any(not w and d <= 32 and k * d < 2 * limit
+               for (_, d, k), w in zip(SHAPES, widths, strict=True))
+    assert any(not w and d > max(_numba_assign.BLOCKED_WIDTHS)
+               for (_, d, _), w in zip(SHAPES, widths, strict=True))
+    assert any(n * k * d >= _numba_assign.PARALLEL_MIN_WORK and w
+               for (n, d, k), w in zip(SHAPES, widths, strict=True))
+
+
 DTYPES = [np.float32, np.float64]
 
 
@@ -61,6 +70,37 @@ def test_assign_labels_matches_numpy(shape, dtype):
     clear = _clear_rows(X, centers, _rtol(dtype))
     np.testing.assert_array_equal(labels[clear], ref_labels[clear])
     np.testing.assert_allclose(sq_dist, ref_sq, rtol=_rtol(dtype), atol=1e-5)
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_nearest_matches_numpy(shape, dtype, label_dtype):
+    _, X, centers = _data(*shape, dtype, seed=sum(shape) + 2)
+    labels = np.full(shape[0], -1, dtype=label_dtype)
+    assert NB.nearest(X, centers, labels) is True
+    ref = np.empty(shape[0], dtype=label_dtype)
+    assert NP.nearest(X, centers, ref) is True
+    clear = _clear_rows(X, centers, _rtol(dtype))
+    np.testing.assert_array_equal(labels[clear], ref[clear])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("shape", [(300, 5, 7), (40000, 8, 17), (2500, 33, 70)])
+def test_nearest_reports_rows_that_are_not_finite(shape, bad):
+    _, X, centers = _data(*shape, np.float32, seed=3)
+    X[shape[0] // 2, shape[1] - 1] = bad
+    labels = np.empty(shape[0], dtype=np.int32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert NB.nearest(X, centers, labels) is False
+        assert NP.nearest(X, centers, labels.copy()) is False
+
+
+def test_nearest_rejects_a_wrong_labels_array():
+    X = np.zeros((10, 3), dtype=np.float32)
+    for labels in (np.empty(9, np.int32), np.empty(10, np.float32), np.empty(20, np.int32)[::2]):
+        with pytest.raises(ValueError, match="labels"):
+            NB.nearest(X, X[:2], labels)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

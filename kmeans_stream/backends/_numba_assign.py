@@ -1,20 +1,26 @@
 """The assigning @njit kernels behind `kmeans_stream.backends.numba.NumbaKernels`.
 
 Every parallel kernel cuts its rows into one contiguous chunk per worker (``prange`` over the
-first axis of a per-worker workspace), so each worker owns its slice of the workspace and its
-partial sums; a serial reduce follows. No worker ever writes a center row.
+first axis of a per-worker scratch), so each worker owns its slice of the scratch and its partial
+sums; a serial reduce follows. No worker ever writes a center row.
 
 The assignment ranks centers by ``||c||^2 - 2 x.c`` (``||x||^2`` does not change the argmin) and
-then computes the winner's true squared distance directly, ``sum (x - c)^2`` in float64, since
-the expanded form loses digits to cancellation in float32. Two ways to get the scores, neither
-of which ever holds an ``n_samples x K`` matrix:
+then, where distances are wanted, computes the winner's true squared distance directly,
+``sum (x - c)^2`` in float64, since the expanded form loses digits to cancellation in float32.
+Two ways to get the scores, neither of which ever holds an ``n_samples x K`` matrix:
 
-- small ``K * d`` (`BLOCKED_MAX_WORK`): the blocked kernel. A tile of rows is transposed to
-  ``(d, rows)`` so that each score update is one vector FMA across rows (broadcast ``-2 c[j, f]``),
-  four features per pass over the tile's accumulators, and the argmin over centers is a
-  vectorised select across rows. A BLAS product with inner dimension 16 reaches ~20 GFLOP/s.
+- d up to 32 and small ``K * d`` (`BLOCKED_MAX_WORK`): the blocked kernel. A tile of rows is
+  transposed to ``(width, rows)``, features zero-padded to a `width` of `BLOCKED_WIDTHS`, so
+  that a center's score for a vector of rows is ``width`` FMAs kept in one register: the width
+  is the length of a tuple argument, a compile-time constant, so the feature loop unrolls and
+  the loop over rows vectorises (one compiled variant per width and dtype).
 - larger ``K * d``: a matrix product per tile of rows (numba's ``np.dot`` calls one
-  single-threaded BLAS sgemm/dgemm per tile), then the same argmin over the tile.
+  single-threaded BLAS sgemm/dgemm per tile), then an argmin over the tile along its rows.
+
+A worker's scratch holds its tile, then the best score and the label (as a float code) of each
+row of the tile. Its rows are `row_stride` elements apart, an odd multiple of 64 bytes, so the
+stores of scores never alias the tile's loads modulo 4 KiB (which stalled the blocked kernel to
+half speed whenever the allocator placed them so).
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ from numba import njit, prange
 # stumpy's flag set: no nnan/ninf, since argmins start at +inf.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-# Up to this many multiply-adds per row (K * d) the blocked kernel is used, beyond it the matrix
-# product. Measured (2 threads, float32, quiet machine): 1M x 4, K=8: 4.2 ms against 5.7 ms;
-# 1M x 16, K=16: 15.3 against 14.7 ms; from K * d = 512 on the matrix product wins by 20-45%.
-BLOCKED_MAX_WORK = 128
-# Rows per transposed tile of the blocked kernel, and the features per pass over its scores.
-BLOCK_ROWS = 256
-FEATURE_STEP = 4
+# The blocked kernel is used while the padded multiply-adds per row (K * width) are at most
+# this, else the matrix product. Measured with `nearest` (2 threads, float32, 16M elements of X,
+# quiet machine): the blocked kernel is faster at every K * d up to 2048 for d <= 16 (1.3-2.4x
+# for d <= 8, e.g. d=8, K=128: 31 against 66 ms), the two tie at 4096 for d=16 (78 against 79
+# ms) and at 2048-4096 for d=32 (27 against 25 ms, 40 against 42 ms).
+BLOCKED_MAX_WORK = 4096
+# Feature widths of the blocked kernel: d is zero-padded up to the first that holds it; wider
+# rows take the matrix product.
+BLOCKED_WIDTHS = (4, 8, 16, 32)
+# Rows per transposed tile of the blocked kernel (measured 64..256: 128 best on 1M x 16, K=16).
+BLOCK_ROWS = 128
 # A worker's (K, tile) block of dot products holds about this many elements (half of a 1 MiB L2
 # in float32); tiles are kept between 128 and 512 rows (measured on K = 16 .. 1024).
 TILE_ELEMENTS = 2**17
@@ -42,20 +52,36 @@ TILE_ELEMENTS = 2**17
 PARALLEL_MIN_WORK = 2**18
 
 
-def tile_rows(n_centers):
-    """Rows of X per matrix-product tile for n_centers centers."""
+def blocked_width(n_centers, n_features):
+    """The blocked kernel's padded feature width, or 0 where the matrix product is used."""
+    width = next((w for w in BLOCKED_WIDTHS if w >= n_features), 0)
+    return width if n_centers * width <= BLOCKED_MAX_WORK else 0
+
+
+@njit(cache=True)
+def tile_rows(n_centers, width):
+    """Rows of X per tile: BLOCK_ROWS for the blocked kernel, else by the dot-product block."""
+    if width:
+        return BLOCK_ROWS
     return min(512, max(128, TILE_ELEMENTS // max(n_centers, 1)))
 
 
-def padded_features(n_features):
-    """Columns of the blocked kernel's centers: n_features rounded up to FEATURE_STEP."""
-    return -(-n_features // FEATURE_STEP) * FEATURE_STEP
+def row_stride(rows, itemsize):
+    """rows rounded up to an odd multiple of 64 bytes (in elements of itemsize bytes)."""
+    lines = -(-rows * itemsize // 64)
+    return (lines | 1) * 64 // itemsize
+
+
+def scratch_size(n_centers, width, itemsize):
+    """Elements of one worker's scratch: tile (width rows, or K rows of dots), scores, labels."""
+    rows = tile_rows(n_centers, width)
+    stride = row_stride(rows, itemsize)
+    return ((width if width else n_centers) + 2) * stride
 
 
 def jit(parallel=False):
     """The one decorator of every kernel: cached, fastmath without nnan/ninf, nogil."""
     return njit(cache=True, fastmath=_FASTMATH, parallel=parallel, nogil=True)
-
 
 
 @jit()
@@ -81,7 +107,7 @@ def _exact_sq(X, i, C, j):
 def prepare_centers(C, c_norms, cm2):
     """OUT c_norms = ||C[j]||^2; cm2 = -2 C zero-padded to its columns (blocked kernel only)."""
     sq_norms(C, c_norms)
-    if cm2.shape[0] > 0:
+    if cm2.shape[1] > 0:
         cm2[:] = 0.0
         for j in range(C.shape[0]):
             for f in range(C.shape[1]):
@@ -89,78 +115,100 @@ def prepare_centers(C, c_norms, cm2):
 
 
 @jit()
-def _assign_blocked(X, start, stop, base, C, c_norms, cm2, scratch, best, labels, sq_dist):
-    n_centers, dp = cm2.shape
-    d = X.shape[1]
-    rows = best.shape[0]
-    xt = scratch[: dp * rows].reshape((dp, rows))
-    acc = scratch[dp * rows : (dp + 1) * rows]
-    xt[d:] = 0.0  # padded features: zero times the zero padding of cm2
-    for t0 in range(start, stop, rows):
-        m = min(stop, t0 + rows) - t0
+def _split(scratch, tile_height):
+    """A worker's scratch as (tile (tile_height, stride), best (stride,), codes (stride,))."""
+    stride = scratch.shape[0] // (tile_height + 2)
+    tile = scratch[: tile_height * stride].reshape((tile_height, stride))
+    best = scratch[tile_height * stride : (tile_height + 1) * stride]
+    codes = scratch[(tile_height + 1) * stride : (tile_height + 2) * stride]
+    return tile, best, codes
+
+
+@jit()
+def _blocked_scores(xt, m, cm2, c_norms, best, codes, width):
+    """best, codes OUT: min over centers of ||c||^2 - 2 x.c for the m rows of xt (transposed)."""
+    for r in range(m):
+        best[r] = np.inf
+        codes[r] = 0.0
+    for j in range(cm2.shape[0]):
+        cn = c_norms[j]
+        code = best.dtype.type(j)
         for r in range(m):
-            for f in range(d):
+            s = cn
+            for f in range(len(width)):
+                s += cm2[j, f] * xt[f, r]
+            closer = s < best[r]
+            best[r] = s if closer else best[r]
+            codes[r] = code if closer else codes[r]
+
+
+@jit()
+def _transpose(X, t0, m, xt, width):
+    """xt[f, r] = X[t0 + r, f]; with d == width the feature loop has a constant trip count."""
+    if X.shape[1] == len(width):
+        for r in range(m):
+            for f in range(len(width)):
                 xt[f, r] = X[t0 + r, f]
-        lab = labels[t0 - base : t0 - base + m]
-        for r in range(m):
-            best[r] = np.inf
-            lab[r] = 0
-        for j in range(n_centers):
-            cn = c_norms[j]
-            for r in range(m):
-                acc[r] = cn
-            # Four features per pass: one load and store of acc per four FMAs, since a pass
-            # is bound by the stores of acc, which numba cannot keep in registers.
-            for f in range(0, dp, FEATURE_STEP):
-                a0, a1, a2, a3 = cm2[j, f], cm2[j, f + 1], cm2[j, f + 2], cm2[j, f + 3]
-                x0, x1, x2, x3 = xt[f], xt[f + 1], xt[f + 2], xt[f + 3]
-                for r in range(m):
-                    acc[r] += a0 * x0[r] + a1 * x1[r] + a2 * x2[r] + a3 * x3[r]
-            for r in range(m):
-                closer = acc[r] < best[r]
-                best[r] = acc[r] if closer else best[r]
-                lab[r] = j if closer else lab[r]
-        for r in range(m):
-            sq_dist[t0 - base + r] = _exact_sq(X, t0 + r, C, lab[r])
-
-
-@jit()
-def _assign_gemm(X, start, stop, base, C, c_norms, dots, best, labels, sq_dist):
-    n_centers = C.shape[0]
-    two = X.dtype.type(2.0)
-    for t0 in range(start, stop, best.shape[0]):
-        t1 = min(stop, t0 + best.shape[0])
-        m = t1 - t0
-        # Centers by rows of the tile, so the argmin below runs along contiguous rows and
-        # vectorises as elementwise selects (a float min-reduction would need nnan).
-        D = dots[: n_centers * m].reshape((n_centers, m))
-        np.dot(C, X[t0:t1].T, D)
-        lab = labels[t0 - base : t1 - base]
-        for r in range(m):
-            best[r] = np.inf
-            lab[r] = 0
-        for j in range(n_centers):
-            cn = c_norms[j]
-            for r in range(m):
-                score = cn - two * D[j, r]
-                closer = score < best[r]
-                best[r] = score if closer else best[r]
-                lab[r] = j if closer else lab[r]
-        for r in range(m):
-            sq_dist[t0 - base + r] = _exact_sq(X, t0 + r, C, lab[r])
-
-
-@jit()
-def _assign_range(X, start, stop, base, C, c_norms, cm2, dots, best, labels, sq_dist):
-    """Rows start:stop of X; their labels and sq_dist go to index row - base.
-
-    cm2 with rows selects the blocked kernel (dots is then its transposed tile), else the
-    matrix product (dots is the tile of dot products).
-    """
-    if cm2.shape[0] > 0:
-        _assign_blocked(X, start, stop, base, C, c_norms, cm2, dots, best, labels, sq_dist)
     else:
-        _assign_gemm(X, start, stop, base, C, c_norms, dots, best, labels, sq_dist)
+        for r in range(m):
+            for f in range(X.shape[1]):
+                xt[f, r] = X[t0 + r, f]
+
+
+@jit()
+def _gemm_scores(X, t0, m, C, c_norms, dots, best, codes):
+    """best, codes OUT: min over centers of ||c||^2 - 2 x.c for rows t0:t0+m, by sgemm/dgemm."""
+    D = dots.reshape(dots.size)[: C.shape[0] * m].reshape((C.shape[0], m))
+    # Centers by rows of the tile, so the argmin below runs along contiguous rows and
+    # vectorises as elementwise selects (a float min-reduction would need nnan).
+    np.dot(C, X[t0 : t0 + m].T, D)
+    two = X.dtype.type(2.0)
+    for r in range(m):
+        best[r] = np.inf
+        codes[r] = 0.0
+    for j in range(C.shape[0]):
+        cn = c_norms[j]
+        code = best.dtype.type(j)
+        for r in range(m):
+            score = cn - two * D[j, r]
+            closer = score < best[r]
+            best[r] = score if closer else best[r]
+            codes[r] = code if closer else codes[r]
+
+
+@jit()
+def _assign_range(X, start, stop, base, C, c_norms, cm2, scratch, width, labels, sq_dist):
+    """Rows start:stop of X; their labels (and sq_dist, unless empty) go to index row - base.
+
+    A non-empty width selects the blocked kernel, else the matrix product. Returns the sum of
+    the rows' squared distances, or without sq_dist the sum of their scores (either is not
+    finite when a row of X is not).
+    """
+    exact = sq_dist.shape[0] > 0
+    rows = len(width) if len(width) > 0 else C.shape[0]
+    tile, best, codes = _split(scratch, rows)
+    if len(width) > 0:
+        tile[X.shape[1]:] = 0.0  # padded features: zero times the zero padding of cm2
+    step = tile_rows(C.shape[0], len(width))
+    total = 0.0
+    for t0 in range(start, stop, step):
+        m = min(stop, t0 + step) - t0
+        if len(width) > 0:
+            _transpose(X, t0, m, tile, width)
+            _blocked_scores(tile, m, cm2, c_norms, best, codes, width)
+        else:
+            _gemm_scores(X, t0, m, C, c_norms, tile, best, codes)
+        for r in range(m):
+            labels[t0 - base + r] = np.intp(codes[r])
+        if exact:
+            for r in range(m):
+                d2 = _exact_sq(X, t0 + r, C, np.intp(codes[r]))
+                sq_dist[t0 - base + r] = d2
+                total += d2
+        else:
+            for r in range(m):
+                total += best[r]
+    return total
 
 
 @jit()
@@ -177,21 +225,24 @@ def _chunk(start, stop, n_chunks, t):
 
 
 @jit(parallel=True)
-def _assign_labels_par(X, C, c_norms, cm2, dots, best, labels, sq_dist):
-    n_chunks = dots.shape[0]
+def _assign_labels_par(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
+    n_chunks = scratch.shape[0]
     for t in prange(n_chunks):
         lo, hi = _chunk(0, X.shape[0], n_chunks, t)
-        _assign_range(X, lo, hi, 0, C, c_norms, cm2, dots[t], best[t], labels, sq_dist)
+        totals[t] = _assign_range(X, lo, hi, 0, C, c_norms, cm2, scratch[t], width, labels,
+                                  sq_dist)
 
 
 @jit()
-def assign_labels(X, C, c_norms, cm2, dots, best, labels, sq_dist):
-    """OUT labels, sq_dist: nearest center of each row; dots[t], best[t] are worker t's tile."""
+def assign_labels(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
+    """OUT labels and sq_dist (unless empty): nearest center of each row. Returns the sum of
+    sq_dist, or without it the sum of the ranking scores (not finite iff a row is not)."""
     prepare_centers(C, c_norms, cm2)
     if _parallel(X.shape[0], C):
-        _assign_labels_par(X, C, c_norms, cm2, dots, best, labels, sq_dist)
-    else:
-        _assign_range(X, 0, X.shape[0], 0, C, c_norms, cm2, dots[0], best[0], labels, sq_dist)
+        _assign_labels_par(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals)
+        return totals.sum()
+    return _assign_range(X, 0, X.shape[0], 0, C, c_norms, cm2, scratch[0], width, labels,
+                         sq_dist)
 
 
 @jit(parallel=True)
@@ -209,7 +260,8 @@ def transform(X, C, out):
 
 @jit()
 def _accumulate(X, lo, hi, base, weights, labels, sq_dist, sums, mass):
-    """sums[j] = sum w_i x_i, mass[j] = sum w_i over rows lo:hi; returns sum w_i sq_dist_i."""
+    """sums[j] = sum w_i x_i, mass[j] = sum w_i over rows lo:hi; returns sum w_i sq_dist_i
+    (0 when sq_dist is empty)."""
     sums[:] = 0.0
     mass[:] = 0.0
     loss = 0.0
@@ -219,47 +271,49 @@ def _accumulate(X, lo, hi, base, weights, labels, sq_dist, sums, mass):
         for f in range(X.shape[1]):
             sums[j, f] += w * X[i, f]
         mass[j] += w
-        loss += w * sq_dist[i - base]
+        if sq_dist.shape[0] > 0:
+            loss += w * sq_dist[i - base]
     return loss
 
 
 @jit(parallel=True)
-def _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, dots, best, labels, sq_dist,
-                           sums, mass, losses):
-    n_chunks = dots.shape[0]
+def _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
+                           sq_dist, sums, mass, losses):
+    n_chunks = scratch.shape[0]
     for t in prange(n_chunks):
         lo, hi = _chunk(start, stop, n_chunks, t)
-        _assign_range(X, lo, hi, start, C, c_norms, cm2, dots[t], best[t], labels, sq_dist)
+        _assign_range(X, lo, hi, start, C, c_norms, cm2, scratch[t], width, labels, sq_dist)
         losses[t] = _accumulate(X, lo, hi, start, weights, labels, sq_dist, sums[t], mass[t])
 
 
 @jit()
-def _assign_accumulate(X, start, stop, weights, C, c_norms, cm2, dots, best, labels, sq_dist,
-                       sums, mass, losses):
+def _assign_accumulate(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
+                       sq_dist, sums, mass, losses):
     """Rows start:stop: labels, then each worker's partial weighted sums (sums[t], mass[t]).
 
     Returns the number of workers whose partial sums are to be reduced.
     """
     prepare_centers(C, c_norms, cm2)
     if _parallel(stop - start, C):
-        _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, dots, best, labels,
+        _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
                                sq_dist, sums, mass, losses)
-        return dots.shape[0]
-    _assign_range(X, start, stop, start, C, c_norms, cm2, dots[0], best[0], labels, sq_dist)
+        return scratch.shape[0]
+    _assign_range(X, start, stop, start, C, c_norms, cm2, scratch[0], width, labels, sq_dist)
     losses[0] = _accumulate(X, start, stop, start, weights, labels, sq_dist, sums[0], mass[0])
     return 1
 
 
 @jit()
-def stream_batches(X, batch_size, C, counts, half_life, c_norms, cm2, dots, best, labels,
-                   sq_dist, sums, mass, losses):
+def stream_batches(X, batch_size, C, counts, half_life, c_norms, cm2, scratch, width, labels,
+                   sums, mass, losses):
     """SageMaker's running-mean update per mini-batch; INOUT C (X's dtype) and counts."""
     n_samples, d = X.shape
     no_weights = np.empty(0, dtype=np.float64)
+    no_distances = np.empty(0, dtype=np.float64)
     for b0 in range(0, n_samples, batch_size):
         b1 = min(n_samples, b0 + batch_size)
-        used = _assign_accumulate(X, b0, b1, no_weights, C, c_norms, cm2, dots, best, labels,
-                                  sq_dist, sums, mass, losses)
+        used = _assign_accumulate(X, b0, b1, no_weights, C, c_norms, cm2, scratch, width,
+                                  labels, no_distances, sums, mass, losses)
         decay = 2.0 ** (-(b1 - b0) / half_life) if half_life > 0 else 1.0
         for j in range(C.shape[0]):
             counts[j] *= decay
@@ -277,12 +331,12 @@ def stream_batches(X, batch_size, C, counts, half_life, c_norms, cm2, dots, best
 
 
 @jit()
-def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, dots, best, labels, sq_dist, sums, mass,
-          losses):
+def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, width, labels, sq_dist, sums,
+          mass, losses):
     """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
     n_samples, d = X.shape
-    used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, dots, best, labels,
-                              sq_dist, sums, mass, losses)
+    used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, scratch, width,
+                              labels, sq_dist, sums, mass, losses)
     loss = losses[:used].sum()
     n_iter = 0
     for it in range(1, max_iter + 1):
@@ -297,8 +351,8 @@ def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, dots, best, labels, sq_dis
                     for t in range(used):
                         s += sums[t, j, f]
                     C[j, f] = s / m
-        used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, dots, best, labels,
-                                  sq_dist, sums, mass, losses)
+        used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, scratch, width,
+                                  labels, sq_dist, sums, mass, losses)
         previous = loss
         loss = losses[:used].sum()
         if previous - loss <= tol * previous:

@@ -85,30 +85,28 @@ class _Workspace:
     """Per-call scratch: one tile and one set of partial sums per worker, allocated once."""
 
     def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int,
-                 accumulate: bool = True) -> None:
+                 accumulate: bool = True, distances: bool = True) -> None:
         n_workers = numba.get_num_threads()
-        self.gemm = n_centers * n_features > _k.BLOCKED_MAX_WORK
+        dtype = np.dtype(dtype)
+        width = _k.blocked_width(n_centers, n_features)
+        self.gemm = width == 0
+        # The blocked kernel's width travels as a tuple's length: a compile-time constant.
+        self.width = (0,) * width
         self.c_norms = np.empty(n_centers, dtype=dtype)
-        if self.gemm:
-            tile = _k.tile_rows(n_centers)
-            self.cm2 = np.empty((0, 0), dtype=dtype)
-            scratch = n_centers * tile
-        else:
-            tile = _k.BLOCK_ROWS
-            self.cm2 = np.empty((n_centers, _k.padded_features(n_features)), dtype=dtype)
-            scratch = (self.cm2.shape[1] + 1) * tile
-        self.dots = np.empty((n_workers, scratch), dtype=dtype)
-        self.best = np.empty((n_workers, tile), dtype=dtype)
+        self.cm2 = np.empty((n_centers if width else 0, width), dtype=dtype)
+        self.scratch = np.empty(
+            (n_workers, _k.scratch_size(n_centers, width, dtype.itemsize)), dtype=dtype
+        )
         self.labels = np.empty(rows, dtype=np.intp)
-        self.sq_dist = np.empty(rows, dtype=np.float64)
+        self.sq_dist = np.empty(rows if distances else 0, dtype=np.float64)
         shape = (n_workers, n_centers) if accumulate else (0, 0)
         self.sums = np.empty((*shape, n_features), dtype=np.float64)
         self.mass = np.empty(shape, dtype=np.float64)
         self.losses = np.empty(n_workers, dtype=np.float64)
 
-    def buffers(self) -> tuple[np.ndarray, ...]:
-        """The arguments every assigning kernel takes after the centers."""
-        return self.c_norms, self.cm2, self.dots, self.best, self.labels, self.sq_dist
+    def buffers(self) -> tuple:
+        """The arguments every assigning kernel takes after the centers, up to the labels."""
+        return self.c_norms, self.cm2, self.scratch, self.width
 
     def blas_context(self):
         return _single_threaded_blas() if self.gemm else nullcontext()
@@ -125,8 +123,23 @@ class NumbaKernels:
         centers = np.ascontiguousarray(centers, dtype=X.dtype)
         ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0], accumulate=False)
         with ws.blas_context():
-            _k.assign_labels(X, centers, *ws.buffers())
+            _k.assign_labels(X, centers, *ws.buffers(), ws.labels, ws.sq_dist, ws.losses)
         return ws.labels, ws.sq_dist
+
+    def nearest(self, X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> bool:
+        """OUT labels: nearest center of each row, without distances; False if a row of X is
+        not finite (its scores were not)."""
+        X = _check_X(X)
+        if labels.shape != (X.shape[0],) or labels.dtype not in (np.int32, np.int64):
+            raise ValueError(f"labels must be int32 or int64 of shape ({X.shape[0]},); got "
+                             f"{labels.dtype} {labels.shape}.")
+        _check_inout("labels", labels, labels.dtype)
+        centers = np.ascontiguousarray(centers, dtype=X.dtype)
+        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], 0, accumulate=False,
+                        distances=False)
+        with ws.blas_context():
+            total = _k.assign_labels(X, centers, *ws.buffers(), labels, ws.sq_dist, ws.losses)
+        return bool(np.isfinite(total))
 
     def transform(self, X: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Euclidean distance of each row to each center: (n_samples, n_centers), X's dtype."""
@@ -151,11 +164,12 @@ class NumbaKernels:
         batch_size = int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], min(batch_size, X.shape[0]))
+        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], min(batch_size, X.shape[0]),
+                        distances=False)
         with ws.blas_context():
             _k.stream_batches(
-                X, batch_size, centers, counts, float(half_life), *ws.buffers(), ws.sums,
-                ws.mass, ws.losses,
+                X, batch_size, centers, counts, float(half_life), *ws.buffers(), ws.labels,
+                ws.sums, ws.mass, ws.losses,
             )
 
     def kmeanspp(
@@ -202,7 +216,7 @@ class NumbaKernels:
         ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0])
         with ws.blas_context():
             loss, n_iter = _k.lloyd(
-                X, weights, centers, int(max_iter), float(tol), *ws.buffers(), ws.sums,
-                ws.mass, ws.losses,
+                X, weights, centers, int(max_iter), float(tol), *ws.buffers(), ws.labels,
+                ws.sq_dist, ws.sums, ws.mass, ws.losses,
             )
         return centers, float(loss), int(n_iter)

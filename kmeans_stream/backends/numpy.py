@@ -1,6 +1,6 @@
 """The reference kernels: plain numpy, obvious rather than fast, always there.
 
-Every compute backend provides the same five kernels with the same arguments; the algorithm
+Every compute backend provides the same six kernels with the same arguments; the algorithm
 (`kmeans_stream.algorithm`) is written once against them, and the tests compare each fast
 backend with this one. Random numbers are drawn by the algorithm and handed in, so every backend
 consumes the same stream and the same seed gives the same centers.
@@ -47,6 +47,25 @@ class NumpyKernels:
             labels[start:start + len(best)] = best
             sq_dist[start:start + len(best)] = tile[np.arange(len(best)), best]
         return labels, sq_dist
+
+    def nearest(self, X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> bool:
+        """Nearest center of each row, without distances (the kernel behind predict).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features), IN
+        centers : ndarray of shape (n_centers, n_features), IN
+        labels : ndarray of shape (n_samples,), int32 or int64, OUT
+
+        Returns
+        -------
+        finite : bool
+            False when some row's distances are not finite (NaN or infinity in X).
+        """
+        found, sq_dist = self.assign_labels(X, centers)
+        labels[:] = found
+        with np.errstate(invalid="ignore", over="ignore"):
+            return bool(np.isfinite(sq_dist.sum()))
 
     def transform(self, X: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Euclidean distance of each row to each center, (n_samples, n_centers), X's dtype."""
