@@ -166,7 +166,24 @@ def _gemm_scores(X, t0, m, C, c_norms, dots, best, codes):
     for r in range(m):
         best[r] = np.inf
         codes[r] = 0.0
-    for j in range(C.shape[0]):
+    n_pairs = C.shape[0] // 2
+    for p in range(n_pairs):
+        j = 2 * p
+        cn0, cn1 = c_norms[j], c_norms[j + 1]
+        code0, code1 = best.dtype.type(j), best.dtype.type(j + 1)
+        for r in range(m):
+            s0 = cn0 - two * D[j, r]
+            s1 = cn1 - two * D[j + 1, r]
+            b = best[r]
+            c = codes[r]
+            closer = s0 < b
+            b = s0 if closer else b
+            c = code0 if closer else c
+            closer = s1 < b
+            best[r] = s1 if closer else b
+            codes[r] = code1 if closer else c
+    if C.shape[0] % 2:
+        j = C.shape[0] - 1
         cn = c_norms[j]
         code = best.dtype.type(j)
         for r in range(m):
