@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from kmeans_stream import KMeans  # noqa: E402
 from kmeans_stream.algorithm import n_initial_centers, n_local_trials  # noqa: E402
 from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
-from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
+from kmeans_stream.backends.numpy import PLAIN_PROPOSALS, NumpyKernels  # noqa: E402
 
 GRID = [(1_000_000, 16, 16), (500_000, 64, 256), (200_000, 128, 1024), (5000, 10, 5)]
 QUICK_GRID = [(50_000, 16, 16), (20_000, 64, 64), (5000, 10, 5)]
@@ -177,9 +177,9 @@ def run_shape(n, d, k, rate, quick):
     ourpred = row("kmeans_stream predict, numba", t, fast, peak, 2 * n * k * d)
     t, peak, _ = measure(lambda: sk.predict(X), fast)
     skpred = row("sklearn predict", t, fast, peak, 2 * n * k * d)
-    uniforms = np.random.default_rng(0).random((k, 1))
-    t, peak, _ = measure(lambda: nb.kmeanspp(X, ones, k, uniforms), fast)
-    pprow = row(f"numba kmeans++ ({k} centers, 1 candidate)", t, fast, peak)
+    uniforms = np.random.default_rng(0).random((k, 2 * PLAIN_PROPOSALS))
+    t, peak, _ = measure(lambda: nb.kmeanspp_plain(X, ones, k, uniforms), fast)
+    pprow = row(f"numba kmeans++ ({k} centers, plain, lazy)", t, fast, peak)
     init, reduce = init_costs(X, k, nb, fast)
 
     n_init = 10 if n * d * k <= 300_000_000 else 1
@@ -204,15 +204,16 @@ def run_shape(n, d, k, rate, quick):
 def init_costs(X, k, nb, repeats):
     """k-means++ as the algorithm uses it, each in Lloyd iterations on the same points and centers.
 
-    init: plain k-means++ of K = 10·k centers (capped by the rows) from the first mini-batch.
+    init: plain (lazy) k-means++ of K = 10·k centers (capped by the rows) from the first
+    mini-batch, as `kmeans_stream.algorithm.initialize` runs it.
     reduce: greedy weighted k-means++ (2 + ln k candidates) of k centers from the K streaming
     centers after one streaming pass, weighted by their counts.
     """
     batch = np.ascontiguousarray(X[:BATCH])
     K = n_initial_centers(k, "auto", len(batch), len(np.unique(batch, axis=0)))
-    uniforms = np.random.default_rng(1).random((K, 1))
+    uniforms = np.random.default_rng(1).random((K, 2 * PLAIN_PROPOSALS))
     ones = np.ones(len(batch))
-    t_init, _, idx = measure(lambda: nb.kmeanspp(batch, ones, K, uniforms), repeats)
+    t_init, _, idx = measure(lambda: nb.kmeanspp_plain(batch, ones, K, uniforms), repeats)
     t_iter = measure(lambda: nb.lloyd(batch, ones, batch[idx], 1, 0.0), repeats)[0] / 2
     centers, counts = np.ascontiguousarray(batch[idx]), np.zeros(K)
     nb.stream_batches(X, BATCH, centers, counts, 0)

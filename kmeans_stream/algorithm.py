@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends.numpy import PLAIN_PROPOSALS
 from .hyperparameters import DEFAULT_EXTRA_CENTER_FACTOR, DEFAULT_NUM_TRIALS
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,10 @@ def initialize(
     if hp["init_method"] == "random":
         indices = distinct_first_rows(X, rng.permutation(len(X)))[:n_centers]
     else:
-        # Plain k-means++ (one candidate per step), as SageMaker's docs describe the init.
-        uniforms = rng.random((n_centers, 1))
-        indices = kernels.kmeanspp(X, np.ones(len(X)), n_centers, uniforms)
+        # Plain k-means++ (one candidate per step), as SageMaker's docs describe the init,
+        # drawn lazily (exact draws, about one pass over the batch per halving of its potential).
+        uniforms = rng.random((n_centers, 2 * PLAIN_PROPOSALS))
+        indices = kernels.kmeanspp_plain(X, np.ones(len(X)), n_centers, uniforms)
     centers = np.ascontiguousarray(X[indices])
     logger.debug("initialised %d centers from a first batch of %d rows", n_centers, len(X))
     return StreamState(centers=centers, counts=np.zeros(n_centers, dtype=np.float64))

@@ -10,7 +10,7 @@ pytest.importorskip("numba")
 from kmeans_stream import KMeans  # noqa: E402
 from kmeans_stream.backends import _numba_assign, get_kernels, resolve_backend  # noqa: E402
 from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
-from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
+from kmeans_stream.backends.numpy import PLAIN_PROPOSALS, NumpyKernels  # noqa: E402
 
 NB, NP = NumbaKernels(), NumpyKernels()
 
@@ -174,6 +174,42 @@ def test_kmeanspp_too_few_distinct_points():
     X = np.repeat(np.arange(3.0)[:, None], 4, axis=0)
     with pytest.raises(ValueError, match="only 3 distinct weighted points"):
         NB.kmeanspp(X, np.ones(len(X)), 4, np.full((4, 2), 0.5))
+
+
+# Plain lazy k-means++: one center, few rows (a refresh per center), pending groups refreshed by
+# the acceptance rule and by the cap (K near n), the blocked and the matrix-product refresh,
+# parallel refreshes, one feature.
+PLAIN_SHAPES = [(1, 1, 1), (50, 3, 5), (300, 5, 7), (400, 6, 380), (2500, 33, 70),
+                (3000, 2, 40), (5000, 16, 400), (60_000, 1, 30)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", PLAIN_SHAPES)
+def test_kmeanspp_plain_matches_numpy(shape, dtype):
+    rng, X, _ = _data(*shape, dtype, seed=shape[0] + 7)
+    weights = rng.random(shape[0]) + 0.1
+    uniforms = rng.random((shape[2], 2 * PLAIN_PROPOSALS))
+    picked = NB.kmeanspp_plain(X, weights, shape[2], uniforms)
+    assert len(np.unique(picked)) == shape[2]
+    np.testing.assert_array_equal(picked, NP.kmeanspp_plain(X, weights, shape[2], uniforms))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kmeanspp_plain_on_separated_blobs_matches_numpy(dtype):
+    X, _ = _blobs(60_000, 8, 30, dtype, seed=4)
+    rng = np.random.default_rng(10)
+    uniforms = rng.random((60, 2 * PLAIN_PROPOSALS))
+    weights = rng.random(len(X)) + 0.1
+    picked = NB.kmeanspp_plain(X, weights, 60, uniforms)
+    np.testing.assert_array_equal(picked, NP.kmeanspp_plain(X, weights, 60, uniforms))
+
+
+@pytest.mark.parametrize("kernels", [NB, NP], ids=["numba", "numpy"])
+def test_kmeanspp_plain_too_few_distinct_points(kernels):
+    X = np.repeat(np.arange(3.0)[:, None], 40, axis=0)
+    uniforms = np.random.default_rng(0).random((4, 2 * PLAIN_PROPOSALS))
+    with pytest.raises(ValueError, match="only 3 distinct weighted points"):
+        kernels.kmeanspp_plain(X, np.ones(len(X)), 4, uniforms)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -66,12 +66,14 @@ def tile_rows(n_centers, width):
     return min(512, max(128, TILE_ELEMENTS // max(n_centers, 1)))
 
 
+@njit(cache=True)
 def row_stride(rows, itemsize):
     """rows rounded up to an odd multiple of 64 bytes (in elements of itemsize bytes)."""
     lines = -(-rows * itemsize // 64)
     return (lines | 1) * 64 // itemsize
 
 
+@njit(cache=True)
 def scratch_size(n_centers, width, itemsize):
     """Elements of one worker's scratch: tile (width rows, or K rows of dots), scores, labels."""
     rows = tile_rows(n_centers, width)

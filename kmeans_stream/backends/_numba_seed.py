@@ -21,7 +21,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._numba_assign import _chunk, jit
+from ._numba_assign import (
+    BLOCKED_MAX_WORK,
+    _chunk,
+    _exact_sq,
+    assign_labels,
+    jit,
+    scratch_size,
+)
 
 # Rows per block sum in k-means++ sampling.
 PP_BLOCK = 1024
@@ -216,4 +223,83 @@ def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, 
         Ct[:, step] = X[cands[best]]
         _pp_add(X, weights, cands[best], step, cc[best], skip[best], closest, owner,
                 block_sums, max_sq, worker_max)
+    return n_centers
+
+
+# Plain (lazy) k-means++: see `kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`, whose
+# rules this follows step for step (the same constants, from there).
+
+
+@jit()
+def _refresh(X, weights, pending, n_pending, closest, cumulative, C, c_norms, cm2, scratch,
+             width, labels, sq_dist, totals):
+    """closest = min(closest, D to the pending centers) in one assignment pass; cumulative sums
+    of weight x closest for the draws."""
+    m = n_pending
+    for p in range(m):
+        C[p] = X[pending[p]]
+    n_workers = totals.shape[0]
+    itemsize = X.itemsize
+    if len(width) > 0 and m * len(width) <= BLOCKED_MAX_WORK:
+        size = scratch_size(m, len(width), itemsize)
+        work = scratch[: n_workers * size].reshape((n_workers, size))
+        assign_labels(X, C[:m], c_norms[:m], cm2[:m], work, width, labels, sq_dist, totals)
+    else:
+        size = scratch_size(m, 0, itemsize)
+        work = scratch[: n_workers * size].reshape((n_workers, size))
+        assign_labels(X, C[:m], c_norms[:m], cm2[:0, :0], work, (), labels, sq_dist, totals)
+    acc = 0.0
+    for i in range(X.shape[0]):
+        if sq_dist[i] < closest[i]:
+            closest[i] = sq_dist[i]
+        acc += weights[i] * closest[i]
+        cumulative[i] = acc
+
+
+@jit()
+def _search(cumulative, target):
+    """First row whose cumulative sum exceeds target (numpy's searchsorted, side='right')."""
+    return min(np.searchsorted(cumulative, target, side="right"), cumulative.shape[0] - 1)
+
+
+@jit()
+def kmeanspp_plain(X, weights, uniforms, indices, proposals, max_pending, closest, cumulative,
+                   C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
+    """Plain weighted k-means++ drawn lazily; OUT indices. Returns the steps done (fewer than
+    indices.shape[0] when the weighted potential reached 0). C (max_pending, d) holds the
+    pending centers; the rest is the scratch of an assignment pass over X."""
+    n_centers = indices.shape[0]
+    acc = 0.0
+    for i in range(X.shape[0]):
+        acc += weights[i]
+        cumulative[i] = acc
+        closest[i] = np.inf
+    indices[0] = _search(cumulative, uniforms[0, 0] * cumulative[-1])
+    pending = np.empty(max_pending, dtype=np.intp)
+    pending[0] = indices[0]
+    n_pending = 1
+    tried = 0
+    taken = 0
+    for step in range(1, n_centers):
+        for r in range(proposals):
+            if n_pending > 0 and (n_pending >= max_pending or tried - taken > taken
+                                  or r == proposals - 1 or step == 1):
+                _refresh(X, weights, pending, n_pending, closest, cumulative, C, c_norms, cm2,
+                         scratch, width, labels, sq_dist, totals)
+                n_pending = 0
+                tried = 0
+                taken = 0
+            if cumulative[-1] <= 0.0:
+                return step
+            i = _search(cumulative, uniforms[step, 2 * r] * cumulative[-1])
+            now = closest[i]
+            for p in range(n_pending):
+                now = min(now, _exact_sq(X, i, X, pending[p]))
+            tried += 1
+            if uniforms[step, 2 * r + 1] * closest[i] < now:
+                indices[step] = i
+                pending[n_pending] = i
+                n_pending += 1
+                taken += 1
+                break
     return n_centers

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _numba_assign as _k
 from . import _numba_seed as _seed
+from .numpy import PLAIN_PROPOSALS, plain_max_pending
 
 _BLAS_LOCK = threading.Lock()
 _BLAS_STATE: dict = {"controller": None, "users": 0, "limiter": None}
@@ -195,6 +196,41 @@ class NumbaKernels:
             np.empty((n_workers, n_cand), dtype=np.float64),
             np.empty((n_workers, n_centers), dtype=np.float64),
         )
+        if done < n_centers:
+            raise ValueError(
+                f"k-means++ found only {done} distinct weighted points for {n_centers} centers"
+            )
+        return indices
+
+    def kmeanspp_plain(
+        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
+    ) -> np.ndarray:
+        """Plain weighted k-means++ drawn lazily, by NumpyKernels.kmeanspp_plain's rules."""
+        X = _check_X(X)
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        n, d = X.shape
+        max_pending = plain_max_pending(n)
+        width = next((w for w in _k.BLOCKED_WIDTHS if w >= d), 0)
+        blocked = min(max_pending, _k.BLOCKED_MAX_WORK // width) if width else 0
+        n_workers = numba.get_num_threads()
+        # A refresh's scratch depends on its number m of centers, and not monotonically: bound
+        # it by m x tile_rows(m) <= max(TILE_ELEMENTS, 128 m) plus two 64-byte lines per row.
+        pad = 2 * 64 // X.itemsize
+        gemm = max(_k.TILE_ELEMENTS, 128 * max_pending) + (max_pending + 2) * pad + 2 * 512
+        scratch = n_workers * max(
+            _k.scratch_size(blocked, width, X.itemsize) if width else 0, gemm
+        )
+        ws = _Workspace(X.dtype, 1, d, n, accumulate=False)  # labels, sq_dist, totals
+        indices = np.empty(n_centers, dtype=np.intp)
+        with _single_threaded_blas():
+            done = _seed.kmeanspp_plain(
+                X, weights, uniforms, indices, PLAIN_PROPOSALS, max_pending,
+                np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64),
+                np.empty((max_pending, d), dtype=X.dtype), np.empty(max_pending, dtype=X.dtype),
+                np.empty((blocked, width), dtype=X.dtype), np.empty(scratch, dtype=X.dtype),
+                (0,) * width, ws.labels, ws.sq_dist, ws.losses,
+            )
         if done < n_centers:
             raise ValueError(
                 f"k-means++ found only {done} distinct weighted points for {n_centers} centers"

@@ -15,6 +15,11 @@ import numpy as np
 
 # Rows per distance tile: never an n_samples x K matrix for a whole dataset.
 _TILE_ROWS = 4096
+# Plain (lazy) k-means++: proposals per step, the last one after a refresh, so always taken; the
+# uniforms per step are two per proposal.
+PLAIN_PROPOSALS = 4
+# Centers chosen since the last refresh, at most (and at most an eighth of the rows).
+PLAIN_MAX_PENDING = 1024
 
 
 class NumpyKernels:
@@ -148,6 +153,62 @@ class NumpyKernels:
             closest = best_closest
         return indices
 
+    def kmeanspp_plain(
+        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
+    ) -> np.ndarray:
+        """Plain weighted k-means++ (one candidate per step), drawn lazily by rejection.
+
+        Exactly k-means++'s draw, probability proportional to weight x D (D: squared distance to
+        the nearest chosen center), without a pass over X per center. D is refreshed for a whole
+        group of new centers at once (one pass, a matrix product); in between, a row is proposed
+        from the stale D of the last refresh (an upper bound) and accepted with probability
+        D_now / D_stale, D_now computed for that row only against the centers chosen since.
+
+        A refresh comes before a proposal when centers are pending and either
+        `plain_max_pending` of them are, or more proposals than acceptances were made since the
+        last refresh (acceptance below 1/2), and always before a step's last proposal, which is
+        then taken. Both backends follow these rules, so they consume the same uniforms.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features), IN
+        weights : ndarray of shape (n_samples,), float64, IN
+        n_centers : int, IN
+        uniforms : ndarray of shape (n_centers, 2 * PLAIN_PROPOSALS), float64 in [0, 1), IN
+            Step s's proposal r uses uniforms[s, 2r] to draw and uniforms[s, 2r + 1] to accept.
+
+        Returns
+        -------
+        indices : ndarray of shape (n_centers,), intp
+        """
+        X64 = X.astype(np.float64)
+        max_pending = plain_max_pending(len(X64))
+        indices = np.empty(n_centers, dtype=np.intp)
+        indices[0] = _draw(np.cumsum(weights), uniforms[0, :1])[0]
+        closest = np.full(len(X64), np.inf)
+        pending = [int(indices[0])]
+        tried = taken = 0
+        for step in range(1, n_centers):
+            for r in range(PLAIN_PROPOSALS):
+                if pending and (len(pending) >= max_pending or tried - taken > taken
+                                or r == PLAIN_PROPOSALS - 1 or step == 1):
+                    for c in pending:  # the refresh
+                        np.minimum(closest, ((X64 - X64[c]) ** 2).sum(axis=1), out=closest)
+                    cumulative = np.cumsum(weights * closest)
+                    pending, tried, taken = [], 0, 0
+                if cumulative[-1] <= 0.0:
+                    raise ValueError(f"k-means++ found only {step} distinct weighted points "
+                                     f"for {n_centers} centers")
+                i = int(_draw(cumulative, uniforms[step, 2 * r:2 * r + 1])[0])
+                now = min([closest[i]] + [float(((X64[i] - X64[c]) ** 2).sum()) for c in pending])
+                tried += 1
+                if uniforms[step, 2 * r + 1] * closest[i] < now:
+                    indices[step] = i
+                    pending.append(i)
+                    taken += 1
+                    break
+        return indices
+
     def lloyd(
         self,
         X: np.ndarray,
@@ -186,6 +247,11 @@ class NumpyKernels:
             if previous - loss <= tol * previous:
                 break
         return centers, loss, n_iter
+
+
+def plain_max_pending(n_samples: int) -> int:
+    """Centers pending between refreshes of plain k-means++: PLAIN_MAX_PENDING, at most n/8."""
+    return max(1, min(PLAIN_MAX_PENDING, n_samples // 8))
 
 
 def _sq_distances(X: np.ndarray, c64: np.ndarray, c_norms: np.ndarray) -> np.ndarray:
