@@ -50,6 +50,7 @@ from kmeans_stream.backends.numpy import PLAIN_PROPOSALS, NumpyKernels  # noqa: 
 GRID = [(1_000_000, 16, 16), (500_000, 64, 256), (200_000, 128, 1024), (5000, 10, 5)]
 QUICK_GRID = [(50_000, 16, 16), (20_000, 64, 64), (5000, 10, 5)]
 BATCH = 5000
+PAUSE_S = 0.5
 CACHE = HERE / ".cache"
 
 
@@ -69,7 +70,13 @@ def _reset_peak() -> None:
 
 
 def measure(fn, repeats: int, warmup: bool = True) -> tuple[float, int, object]:
-    """Median wall time of `repeats` calls after one warm-up; extra peak RSS of the last call."""
+    """Median wall time of `repeats` calls after one warm-up; extra peak RSS of the last call.
+
+    Each measurement starts after a pause: the OpenMP runtimes of the previous one (scikit-
+    learn's, faiss's, numba's) keep their threads spinning for a while after a parallel
+    region, and on two cores they would take the CPU from the next library measured.
+    """
+    time.sleep(PAUSE_S)
     result = fn() if warmup else None
     times = []
     peak = 0
