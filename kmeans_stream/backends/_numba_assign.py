@@ -52,9 +52,14 @@ TILE_ELEMENTS = 2**17
 PARALLEL_MIN_WORK = 2**18
 
 
+def feature_width(n_features):
+    """The first of BLOCKED_WIDTHS that holds n_features, or 0 (too wide for the kernel)."""
+    return next((w for w in BLOCKED_WIDTHS if w >= n_features), 0)
+
+
 def blocked_width(n_centers, n_features):
     """The blocked kernel's padded feature width, or 0 where the matrix product is used."""
-    width = next((w for w in BLOCKED_WIDTHS if w >= n_features), 0)
+    width = feature_width(n_features)
     return width if n_centers * width <= BLOCKED_MAX_WORK else 0
 
 

@@ -1,4 +1,11 @@
-"""The k-means++ @njit kernels behind `kmeans_stream.backends.numba.NumbaKernels.kmeanspp`.
+"""The k-means++ @njit kernels behind `kmeans_stream.backends.numba.NumbaKernels`.
+
+Two forms. `kmeanspp_plain` (the init: one candidate per step) draws lazily, by rejection from
+the distances of the last refresh, and refreshes them for a group of new centers with one
+assignment pass (`_numba_assign.assign_labels`); its rules are the numpy reference's, see
+`kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`. `kmeanspp` (the greedy form of the
+reduction, several candidates per step) needs every row's current distance at every step to
+score the candidates, and is described below.
 
 k-means++ takes k dependent steps; each step draws from weight x D(x) (D: squared distance to
 the nearest chosen center) and then lowers D wherever the new center is closer. The state per

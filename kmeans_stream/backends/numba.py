@@ -82,6 +82,15 @@ def _check_inout(name: str, array: np.ndarray, dtype: np.dtype) -> None:
         )
 
 
+def _all_seeded(indices: np.ndarray, done: int) -> np.ndarray:
+    """The indices, once a seeding kernel's `done` steps are all of them."""
+    if done < len(indices):
+        raise ValueError(
+            f"k-means++ found only {done} distinct weighted points for {len(indices)} centers"
+        )
+    return indices
+
+
 class _Workspace:
     """Per-call scratch: one tile and one set of partial sums per worker, allocated once."""
 
@@ -196,11 +205,7 @@ class NumbaKernels:
             np.empty((n_workers, n_cand), dtype=np.float64),
             np.empty((n_workers, n_centers), dtype=np.float64),
         )
-        if done < n_centers:
-            raise ValueError(
-                f"k-means++ found only {done} distinct weighted points for {n_centers} centers"
-            )
-        return indices
+        return _all_seeded(indices, done)
 
     def kmeanspp_plain(
         self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
@@ -211,13 +216,14 @@ class NumbaKernels:
         uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
         n, d = X.shape
         max_pending = plain_max_pending(n)
-        width = next((w for w in _k.BLOCKED_WIDTHS if w >= d), 0)
+        width = _k.feature_width(d)
         blocked = min(max_pending, _k.BLOCKED_MAX_WORK // width) if width else 0
         n_workers = numba.get_num_threads()
-        # A refresh's scratch depends on its number m of centers, and not monotonically: bound
-        # it by m x tile_rows(m) <= max(TILE_ELEMENTS, 128 m) plus two 64-byte lines per row.
+        # A matrix-product refresh of m centers takes (m + 2) rows of at most tile_rows(m) + 2
+        # lines, not monotonically in m; m x tile_rows(m) <= max(TILE_ELEMENTS, 128 m) and
+        # tile_rows(m) <= 512 bound it for every m up to max_pending.
         pad = 2 * 64 // X.itemsize
-        gemm = max(_k.TILE_ELEMENTS, 128 * max_pending) + (max_pending + 2) * pad + 2 * 512
+        gemm = max(_k.TILE_ELEMENTS, 128 * max_pending) + 2 * 512 + (max_pending + 2) * pad
         scratch = n_workers * max(
             _k.scratch_size(blocked, width, X.itemsize) if width else 0, gemm
         )
@@ -231,11 +237,7 @@ class NumbaKernels:
                 np.empty((blocked, width), dtype=X.dtype), np.empty(scratch, dtype=X.dtype),
                 (0,) * width, ws.labels, ws.sq_dist, ws.losses,
             )
-        if done < n_centers:
-            raise ValueError(
-                f"k-means++ found only {done} distinct weighted points for {n_centers} centers"
-            )
-        return indices
+        return _all_seeded(indices, done)
 
     def lloyd(
         self,

@@ -67,10 +67,13 @@ class NumpyKernels:
         finite : bool
             False when some row's distances are not finite (NaN or infinity in X).
         """
-        found, sq_dist = self.assign_labels(X, centers)
-        labels[:] = found
+        total = 0.0
         with np.errstate(invalid="ignore", over="ignore"):
-            return bool(np.isfinite(sq_dist.sum()))
+            for start in range(0, X.shape[0], _TILE_ROWS):  # temporaries: one tile's
+                found, sq_dist = self.assign_labels(X[start:start + _TILE_ROWS], centers)
+                labels[start:start + len(found)] = found
+                total += float(sq_dist.sum())
+        return bool(np.isfinite(total))
 
     def transform(self, X: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Euclidean distance of each row to each center, (n_samples, n_centers), X's dtype."""
