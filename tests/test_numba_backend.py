@@ -204,6 +204,14 @@ def test_kmeanspp_plain_on_separated_blobs_matches_numpy(dtype):
     np.testing.assert_array_equal(picked, NP.kmeanspp_plain(X, weights, 60, uniforms))
 
 
+def test_seeding_rejects_uniforms_of_the_wrong_shape():
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    with pytest.raises(ValueError, match="uniforms must have shape"):
+        NB.kmeanspp_plain(X, np.ones(50), 5, np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="uniforms must have shape"):
+        NB.kmeanspp(X, np.ones(50), 5, np.zeros((4, 3)))
+
+
 @pytest.mark.parametrize("kernels", [NB, NP], ids=["numba", "numpy"])
 def test_kmeanspp_plain_too_few_distinct_points(kernels):
     X = np.repeat(np.arange(3.0)[:, None], 40, axis=0)

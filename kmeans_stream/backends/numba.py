@@ -82,6 +82,14 @@ def _check_inout(name: str, array: np.ndarray, dtype: np.dtype) -> None:
         )
 
 
+def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The seeding kernels read uniforms unchecked: its shape is checked here."""
+    uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+    if uniforms.shape != shape:
+        raise ValueError(f"uniforms must have shape {shape}; got {uniforms.shape}.")
+    return uniforms
+
+
 def _all_seeded(indices: np.ndarray, done: int) -> np.ndarray:
     """The indices, once a seeding kernel's `done` steps are all of them."""
     if done < len(indices):
@@ -188,7 +196,7 @@ class NumbaKernels:
         """Greedy weighted k-means++ seeding in X's dtype; the row indices of the chosen centers."""
         X = _check_X(X)
         weights = np.ascontiguousarray(weights, dtype=np.float64)
-        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        uniforms = _check_uniforms(uniforms, (n_centers, max(1, np.shape(uniforms)[-1])))
         n = X.shape[0]
         n_cand = uniforms.shape[1]
         n_workers = numba.get_num_threads()
@@ -213,7 +221,7 @@ class NumbaKernels:
         """Plain weighted k-means++ drawn lazily, by NumpyKernels.kmeanspp_plain's rules."""
         X = _check_X(X)
         weights = np.ascontiguousarray(weights, dtype=np.float64)
-        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        uniforms = _check_uniforms(uniforms, (n_centers, 2 * PLAIN_PROPOSALS))
         n, d = X.shape
         max_pending = plain_max_pending(n)
         width = _k.feature_width(d)
