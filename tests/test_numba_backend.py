@@ -303,3 +303,24 @@ def test_estimator_numba_equals_numpy(dtype):
         np.testing.assert_allclose(fast.cluster_centers_, ref.cluster_centers_, rtol=1e-6)
     np.testing.assert_array_equal(fast.predict(X[:100]), ref.predict(X[:100]))
     np.testing.assert_allclose(fast.transform(X[:100]), ref.transform(X[:100]), rtol=1e-4)
+
+
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return sorted((i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()
+                  if i["user_api"] == "blas")
+
+
+def test_blas_is_single_threaded_inside_and_restored_after_a_matrix_product_kernel():
+    from kmeans_stream.backends.numba import _single_threaded_blas
+
+    _, X, centers = _data(777, 64, 256, np.float32, seed=5)
+    NB.assign_labels(X, centers)  # loads the BLAS the kernels call
+    before = _blas_threads()
+    with _single_threaded_blas():
+        assert {n for _, n in _blas_threads()} == {1}
+        with _single_threaded_blas():  # a second caller at once shares the limit
+            pass
+        assert {n for _, n in _blas_threads()} == {1}
+    NB.lloyd(X, np.ones(len(X)), centers, 2, 0.0)
+    assert _blas_threads() == before

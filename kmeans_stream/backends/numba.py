@@ -30,7 +30,7 @@ from . import _numba_seed as _seed
 from .numpy import PLAIN_PROPOSALS, plain_max_pending
 
 _BLAS_LOCK = threading.Lock()
-_BLAS_STATE: dict = {"controller": None, "users": 0, "limiter": None}
+_BLAS_STATE: dict = {"libraries": None, "users": 0, "saved": []}
 
 
 @contextmanager
@@ -39,20 +39,25 @@ def _single_threaded_blas():
 
     numba's ``np.dot`` calls SciPy's BLAS (``scipy.linalg.cython_blas``, its own OpenBLAS), which
     is loaded only when a kernel first runs; it is imported before threadpoolctl takes its
-    inventory, or the limit would miss the very library the kernels call. The limit is shared
-    by concurrent callers and undone by the last one out: separate limit/restore pairs from
-    several Python threads would restore out of order and leave the user's BLAS at one thread.
-    (SciPy's OpenBLAS here ignores a raise of its thread count made from a thread other than the
-    main one, so a last caller on a worker thread still leaves BLAS at one thread.)
+    inventory, or the limit would miss the very library the kernels call. The BLAS libraries'
+    controllers are kept from that inventory and set directly (about 3 us a call, where
+    threadpoolctl's ``limit`` takes about 40 us, which a small predict would notice). The limit
+    is shared by concurrent callers and undone by the last one out: separate limit/restore pairs
+    from several Python threads would restore out of order and leave the user's BLAS at one
+    thread. (SciPy's OpenBLAS here ignores a raise of its thread count made from a thread other
+    than the main one, so a last caller on a worker thread still leaves BLAS at one thread.)
     """
     with _BLAS_LOCK:
-        if _BLAS_STATE["controller"] is None:
+        if _BLAS_STATE["libraries"] is None:
             import scipy.linalg.cython_blas  # noqa: F401 (loads the BLAS numba calls)
             from threadpoolctl import ThreadpoolController
 
-            _BLAS_STATE["controller"] = ThreadpoolController()
+            controller = ThreadpoolController().select(user_api="blas")
+            _BLAS_STATE["libraries"] = list(controller.lib_controllers)
         if _BLAS_STATE["users"] == 0:
-            _BLAS_STATE["limiter"] = _BLAS_STATE["controller"].limit(limits=1, user_api="blas")
+            _BLAS_STATE["saved"] = [lib.num_threads for lib in _BLAS_STATE["libraries"]]
+            for lib in _BLAS_STATE["libraries"]:
+                lib.set_num_threads(1)
         _BLAS_STATE["users"] += 1
     try:
         yield
@@ -60,8 +65,9 @@ def _single_threaded_blas():
         with _BLAS_LOCK:
             _BLAS_STATE["users"] -= 1
             if _BLAS_STATE["users"] == 0:
-                _BLAS_STATE["limiter"].restore_original_limits()
-                _BLAS_STATE["limiter"] = None
+                for lib, n_threads in zip(_BLAS_STATE["libraries"], _BLAS_STATE["saved"],
+                                          strict=True):
+                    lib.set_num_threads(n_threads)
 
 
 def _check_X(X: np.ndarray) -> np.ndarray:
