@@ -324,3 +324,10 @@ def test_blas_is_single_threaded_inside_and_restored_after_a_matrix_product_kern
         assert {n for _, n in _blas_threads()} == {1}
     NB.lloyd(X, np.ones(len(X)), centers, 2, 0.0)
     assert _blas_threads() == before
+
+
+def test_more_centers_than_float32_labels_can_hold_is_refused():
+    from kmeans_stream.backends.numba import _Workspace
+
+    with pytest.raises(ValueError, match="at most 16777216 centers"):
+        _Workspace(np.float32, 2**24 + 1, 1, 0, accumulate=False, distances=False)

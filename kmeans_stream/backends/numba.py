@@ -112,6 +112,10 @@ class _Workspace:
                  accumulate: bool = True, distances: bool = True) -> None:
         n_workers = numba.get_num_threads()
         dtype = np.dtype(dtype)
+        most = 2 ** (np.finfo(dtype).nmant + 1)  # labels travel as float codes, exact up to it
+        if n_centers > most:
+            raise ValueError(f"backend='numba' takes at most {most} centers for {dtype} data; "
+                             f"got {n_centers}.")
         width = _k.blocked_width(n_centers, n_features)
         self.gemm = width == 0
         # The blocked kernel's width travels as a tuple's length: a compile-time constant.
