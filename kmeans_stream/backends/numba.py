@@ -245,7 +245,6 @@ class NumbaKernels:
         scratch = n_workers * max(
             _k.scratch_size(blocked, width, X.itemsize) if width else 0, gemm
         )
-        ws = _Workspace(X.dtype, 1, d, n, accumulate=False)  # labels, sq_dist, totals
         indices = np.empty(n_centers, dtype=np.intp)
         with _single_threaded_blas():
             done = _seed.kmeanspp_plain(
@@ -253,7 +252,8 @@ class NumbaKernels:
                 np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64),
                 np.empty((max_pending, d), dtype=X.dtype), np.empty(max_pending, dtype=X.dtype),
                 np.empty((blocked, width), dtype=X.dtype), np.empty(scratch, dtype=X.dtype),
-                (0,) * width, ws.labels, ws.sq_dist, ws.losses,
+                (0,) * width, np.empty(n, dtype=np.intp), np.empty(n, dtype=np.float64),
+                np.empty(n_workers, dtype=np.float64),
             )
         return _all_seeded(indices, done)
 
