@@ -33,7 +33,11 @@ test: lint
 # numpy on this machine, so it is unset here (never in tests or CI).
 BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-bench: $(VENV)/.stamp-dev
+$(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.stamp-bench
 	$(BENCH_ENV) $(PY) benchmarks/cpu.py
 	$(BENCH_ENV) $(PY) benchmarks/io_throughput.py
 	$(BENCH_ENV) $(PY) benchmarks/stream_memory.py

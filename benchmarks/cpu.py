@@ -44,8 +44,9 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from kmeans_stream import KMeans  # noqa: E402
 from kmeans_stream.algorithm import n_initial_centers, n_local_trials  # noqa: E402
+from kmeans_stream.backends.base import PLAIN_PROPOSALS  # noqa: E402
 from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
-from kmeans_stream.backends.numpy import PLAIN_PROPOSALS, NumpyKernels  # noqa: E402
+from kmeans_stream.backends.numpy import NumpyKernels  # noqa: E402
 
 GRID = [(1_000_000, 16, 16), (500_000, 64, 256), (200_000, 128, 1024), (5000, 10, 5)]
 QUICK_GRID = [(50_000, 16, 16), (20_000, 64, 64), (5000, 10, 5)]
@@ -92,7 +93,21 @@ def measure(fn, repeats: int, warmup: bool = True) -> tuple[float, int, object]:
 
 def sse(X: np.ndarray, centers: np.ndarray) -> float:
     """The one float64 evaluator: sum of squared distances to the closest center."""
-    return float(NumpyKernels().assign_labels(X, np.asarray(centers, dtype=np.float64))[1].sum())
+    labels = np.empty(len(X), dtype=np.intp)
+    sq_dist = np.empty(len(X), dtype=np.float64)
+    return NumpyKernels().assign(X, np.asarray(centers, dtype=np.float64), labels, sq_dist)
+
+
+def seeded(method, X, weights, uniforms):
+    """The rows a seeding kernel picks (the kernels fill an indices array)."""
+    indices = np.empty(len(uniforms), dtype=np.intp)
+    method(X, weights, uniforms, indices)
+    return indices
+
+
+def lloyd(kernels, X, weights, start, max_iter):
+    """Weighted Lloyd from a copy of `start` (the kernels update centers in place)."""
+    return kernels.lloyd(X, weights, np.array(start), max_iter, 0.0)
 
 
 def sgemm_rate() -> float:
@@ -172,20 +187,20 @@ def run_shape(n, d, k, rate, quick):
 
     def stream():
         centers, counts = start_centers.copy(), np.zeros(k)
-        nb.stream_batches(X, BATCH, centers, counts, 0)
+        nb.stream_batches(X, None, None, BATCH, centers, counts, 0)
         return centers
     t, peak, _ = measure(stream, fast)
     streamrow = row(f"numba stream_batches, 1 pass (K={k}, batch {BATCH})", t, fast, peak,
                     2 * n * k * d)
     ones = np.ones(n)
-    t, peak, _ = measure(lambda: nb.lloyd(X, ones, start_centers, 1, 0.0), fast)
+    t, peak, _ = measure(lambda: lloyd(nb, X, ones, start_centers, 1), fast)
     lloydrow = row(f"numba Lloyd pass (assign+update, K={k})", t / 2, fast, peak, 2 * n * k * d)
     t, peak, _ = measure(lambda: km.predict(X), fast)
     ourpred = row("kmeans_stream predict, numba", t, fast, peak, 2 * n * k * d)
     t, peak, _ = measure(lambda: sk.predict(X), fast)
     skpred = row("sklearn predict", t, fast, peak, 2 * n * k * d)
     uniforms = np.random.default_rng(0).random((k, 2 * PLAIN_PROPOSALS))
-    t, peak, _ = measure(lambda: nb.kmeanspp_plain(X, ones, k, uniforms), fast)
+    t, peak, _ = measure(lambda: seeded(nb.kmeanspp_plain, X, ones, uniforms), fast)
     pprow = row(f"numba kmeans++ ({k} centers, plain, lazy)", t, fast, peak)
     init, reduce = init_costs(X, k, nb, fast)
 
@@ -218,18 +233,18 @@ def init_costs(X, k, nb, repeats):
     `kmeans_plusplus` (the same greedy form, weighted) on the same points is the peer.
     """
     batch = np.ascontiguousarray(X[:BATCH])
-    K = n_initial_centers(k, "auto", len(batch), len(np.unique(batch, axis=0)))
+    K = n_initial_centers(k, None, len(batch), len(np.unique(batch, axis=0)))
     uniforms = np.random.default_rng(1).random((K, 2 * PLAIN_PROPOSALS))
     ones = np.ones(len(batch))
-    t_init, _, idx = measure(lambda: nb.kmeanspp_plain(batch, ones, K, uniforms), repeats)
-    t_iter = measure(lambda: nb.lloyd(batch, ones, batch[idx], 1, 0.0), repeats)[0] / 2
+    t_init, _, idx = measure(lambda: seeded(nb.kmeanspp_plain, batch, ones, uniforms), repeats)
+    t_iter = measure(lambda: lloyd(nb, batch, ones, batch[idx], 1), repeats)[0] / 2
     centers, counts = np.ascontiguousarray(batch[idx]), np.zeros(K)
-    nb.stream_batches(X, BATCH, centers, counts, 0)
+    nb.stream_batches(X, None, None, BATCH, centers, counts, 0)
     points = np.ascontiguousarray(centers[counts > 0])
     weights = counts[counts > 0]
     uniforms = np.random.default_rng(2).random((k, n_local_trials(k)))
-    t_red, _, seeds = measure(lambda: nb.kmeanspp(points, weights, k, uniforms), repeats)
-    t_red_iter = measure(lambda: nb.lloyd(points, weights, points[seeds], 1, 0.0), repeats)[0] / 2
+    t_red, _, seeds = measure(lambda: seeded(nb.kmeanspp, points, weights, uniforms), repeats)
+    t_red_iter = measure(lambda: lloyd(nb, points, weights, points[seeds], 1), repeats)[0] / 2
     t_peer = measure(lambda: kmeans_plusplus(points, k, sample_weight=weights, random_state=0,
                                              n_local_trials=n_local_trials(k)), repeats)[0]
     print(f"  init: kmeans++ K={K} of {len(batch)} rows {t_init * 1e3:.2f} ms, Lloyd iteration "

@@ -3,13 +3,10 @@
 import importlib
 from types import ModuleType
 
-# module name -> (what needs it, the extra that installs it)
+# module name -> the extra that installs it. Backends' dependencies are not here: the backend
+# registry (`kmeans_stream.backends`) names those and says how to install them.
 _EXTRAS = {
-    "numba": "numba",
-    "cupy": "gpu",
-    "boto3": "sagemaker",
-    "dask": "dask",
-    "distributed": "dask",
+    "boto3": "io",
     "matplotlib": "plot",
     "pyarrow": "io",
     "scipy": "io",

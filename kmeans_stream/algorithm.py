@@ -1,27 +1,32 @@
-"""SageMaker's streaming K-Means, written once against the kernels a compute backend provides.
+"""SageMaker's streaming K-Means, written once against the kernels of a compute backend.
 
 Three steps (spec section 2 and the decisions of section 0):
 
-1. ``initialize``: K = k * extra_center_factor centers drawn from the first mini-batch
+1. `initialize`: K = k * extra_center_factor centers drawn from the first mini-batch
    (random rows or k-means++), each starting with count 0.
-2. ``StreamState.update``: the exact running (decayed) mean update per mini-batch.
-3. ``reduce_centers``: K weighted centers reduced to k by weighted k-means++ / random seeding and
+2. The streaming update of every mini-batch, epoch after epoch: the exact running (decayed)
+   mean, in the kernels' ``stream_batches``.
+3. `reduce_centers`: K weighted centers reduced to k by weighted k-means++ / random seeding and
    weighted Lloyd, ``local_lloyd_num_trials`` times, the lowest weighted loss kept.
 
-This module never imports a backend by name: the estimator hands it a kernels object.
+`LocalTrainer` runs them on this machine with any `kmeans_stream.backends.base.Kernels`; this
+module never names a backend. Parameters arrive as the typed, frozen `Params`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .backends.numpy import PLAIN_PROPOSALS
+from ._validation import check_feature_dim, check_n_features
+from .backends.base import PLAIN_PROPOSALS, FitResult, Kernels, Reduction, StreamState
 from .hyperparameters import DEFAULT_EXTRA_CENTER_FACTOR, DEFAULT_NUM_TRIALS
 
 logger = logging.getLogger(__name__)
@@ -31,53 +36,177 @@ class InitializationWarning(UserWarning):
     """The first mini-batch is smaller than K: K is lowered to the rows available, as SageMaker."""
 
 
-@dataclass
-class StreamState:
-    """The K streaming centers and their (decayed) counts: SageMaker's model state."""
+@dataclass(frozen=True)
+class Params:
+    """The hyperparameters the algorithm reads, typed, with every 'auto' resolved."""
 
-    centers: np.ndarray  # (K, n_features), the data's dtype
-    counts: np.ndarray  # (K,), float64
-    n_seen: int = 0
+    k: int
+    mini_batch_size: int = 5000
+    epochs: int = 1
+    init_method: str = "random"
+    extra_center_factor: int | None = None  # None: 'auto'
+    half_life_time_size: int = 0
+    local_lloyd_init_method: str = "kmeans++"
+    local_lloyd_max_iter: int = 300
+    local_lloyd_num_trials: int = DEFAULT_NUM_TRIALS
+    local_lloyd_tol: float = 1e-4
+    shuffle: bool = False
+    feature_dim: int | None = None
 
-    def update(self, X: np.ndarray, hp: dict[str, Any], kernels: Any) -> None:
-        """Stream `X` (C-contiguous, the centers' dtype) through in mini-batches."""
-        kernels.stream_batches(
-            X, hp["mini_batch_size"], self.centers, self.counts, hp["half_life_time_size"]
+    @classmethod
+    def from_hyperparameters(cls, values: Mapping[str, Any]) -> Params:
+        """From validated hyperparameter values (`kmeans_stream.hyperparameters.validate_all`)."""
+        factor = values["extra_center_factor"]
+        trials = values["local_lloyd_num_trials"]
+        return cls(
+            k=values["k"],
+            mini_batch_size=values["mini_batch_size"],
+            epochs=values["epochs"],
+            init_method=values["init_method"],
+            extra_center_factor=None if factor == "auto" else int(factor),
+            half_life_time_size=values["half_life_time_size"],
+            local_lloyd_init_method=values["local_lloyd_init_method"],
+            local_lloyd_max_iter=values["local_lloyd_max_iter"],
+            local_lloyd_num_trials=DEFAULT_NUM_TRIALS if trials == "auto" else int(trials),
+            local_lloyd_tol=float(values["local_lloyd_tol"]),
+            shuffle=bool(values["shuffle"]),
+            feature_dim=values["feature_dim"],
         )
-        self.n_seen += X.shape[0]
 
 
-@dataclass
-class Reduction:
-    """The k final centers, their weights, and SageMaker's train:msd."""
+class LocalTrainer:
+    """The whole fit on this machine, on the kernels of one compute backend."""
 
-    centers: np.ndarray  # (k, n_features), float64
-    weights: np.ndarray  # (k,), float64
-    train_msd: float
-    n_iter: int
+    def __init__(self, kernels: Kernels) -> None:
+        self.kernels = kernels
+
+    def fit(self, source: Any, params: Params, rng: np.random.Generator) -> FitResult:
+        """`params.epochs` streaming passes over `source`, then the reduction from K to k."""
+        if params.epochs > 1 and not source.reiterable:
+            raise ValueError(
+                f"epochs={params.epochs} needs a source that can be read again, but "
+                f"{source.description} is a one-shot iterator; pass a list, an array, a path "
+                "or a URI, or set epochs=1."
+            )
+        pass_ = _Pass(self.kernels, params, rng)
+        for epoch in range(params.epochs):
+            logger.info("epoch %d/%d: %s", epoch + 1, params.epochs, source.description)
+            pass_.run(source)
+        state = pass_.host_state(source)
+        reduction = reduce_centers(state, params, self.kernels, copy.deepcopy(rng))
+        return FitResult(reduction, state, state.centers.shape[1], state.centers.dtype,
+                         params.epochs)
+
+    def partial_fit(self, source: Any, params: Params, rng: np.random.Generator,
+                    state: StreamState | None) -> StreamState:
+        """One pass over `source` continuing `state` (None: initialise from its first batch).
+
+        `state` is not modified; the new state is returned, on the host. Its data are cast to
+        the dtype of `state`, fixed by the first call.
+        """
+        pass_ = _Pass(self.kernels, params, rng, state)
+        pass_.run(source)
+        return pass_.host_state(source)
+
+    def reduce(self, state: StreamState, params: Params, rng: np.random.Generator) -> Reduction:
+        """The reduction from K to k of a streaming state (`rng` is not advanced)."""
+        return reduce_centers(state, params, self.kernels, copy.deepcopy(rng))
 
 
-def n_initial_centers(k: int, factor: int | str, n_rows: int, n_distinct: int) -> int:
+_UNMADE = object()
+
+
+class _Pass:
+    """Streaming passes of one fit: the state and the workspace live on the backend."""
+
+    def __init__(self, kernels: Kernels, params: Params, rng: np.random.Generator,
+                 state: StreamState | None = None) -> None:
+        self.kernels, self.params, self.rng = kernels, params, rng
+        self.state = None
+        self.workspace = _UNMADE
+        self.dense = None  # in-memory dense data, converted and checked once per fit
+        if state is not None:  # a copy: the caller's state stays as it was if this fails
+            self.state = StreamState(kernels.asarray(np.array(state.centers)),
+                                     kernels.asarray(np.array(state.counts)), state.n_seen,
+                                     state.n_steps, state.weight_seen)
+
+    def run(self, source: Any) -> None:
+        """One pass over `source`: one kernel call for in-memory dense data, else a batch at a
+        time; in-memory data are visited in a new random order when `shuffle` is set."""
+        params = self.params
+        order = None
+        if params.shuffle and source.in_memory:
+            order = self.rng.permutation(source.n_samples)
+        if source.kind in ("dense", "frame", "device"):
+            if self.dense is None:
+                self.dense = source.dense()
+            self._stream(self.dense, source.sample_weight, order)
+            return
+        for X, weights in source.batches(params.mini_batch_size, order):
+            self._stream(X, weights, None)
+
+    def _stream(self, X: Any, weights: np.ndarray | None, order: np.ndarray | None) -> None:
+        kernels, params = self.kernels, self.params
+        batch = params.mini_batch_size
+        if self.state is None:
+            first, first_weights = _first_rows(kernels, X, weights, order, batch)
+            self.state = initialize(first, first_weights, params, kernels, self.rng)
+        state = self.state
+        check_n_features(X.shape[1], state.centers.shape[1])
+        X = kernels.asarray(X, dtype=state.centers.dtype)
+        if self.workspace is _UNMADE:  # a backend's workspace may itself be None
+            self.workspace = kernels.workspace(X.dtype, len(state.counts), X.shape[1],
+                                               min(batch, max(1, X.shape[0])))
+        kernels.stream_batches(X, weights, order, batch, state.centers, state.counts,
+                               params.half_life_time_size, self.workspace)
+        state.n_seen += X.shape[0]
+        state.n_steps += -(-X.shape[0] // batch)
+        state.weight_seen += X.shape[0] if weights is None else float(weights.sum())
+
+    def host_state(self, source: Any) -> StreamState:
+        """The state after the passes, as numpy arrays."""
+        if self.state is None:
+            raise ValueError(
+                f"Found 0 sample(s) in {source.description} while a minimum of 1 is required "
+                "by KMeans."
+            )
+        state = self.state
+        return StreamState(self.kernels.to_numpy(state.centers),
+                           self.kernels.to_numpy(state.counts), state.n_seen, state.n_steps,
+                           state.weight_seen)
+
+
+def _first_rows(kernels: Kernels, X: Any, weights: np.ndarray | None, order: np.ndarray | None,
+                batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first mini-batch, on the host: X's first rows, or the rows order[:batch], in that
+    order (the first batch the stream then visits)."""
+    index = slice(0, batch) if order is None else order[:batch]
+    first = kernels.to_numpy(X[index if order is None else kernels.asarray(index)])
+    return np.ascontiguousarray(first), None if weights is None else weights[index]
+
+
+def n_initial_centers(k: int, factor: int | None, n_rows: int, n_distinct: int) -> int:
     """K for a first mini-batch of `n_rows` rows of which `n_distinct` differ.
 
-    'auto' is 10, lowered so that K never exceeds the distinct rows (never below k). An explicit
-    factor larger than the batch warns and lowers K to the rows, as SageMaker does; distinct rows
-    fewer than K are then an error, since K distinct starting centers cannot be drawn.
+    'auto' (None) is 10, lowered so that K never exceeds the distinct rows (never below k). An
+    explicit factor larger than the batch warns and lowers K to the rows, as SageMaker does;
+    distinct rows fewer than K are then an error, since K distinct starting centers cannot be
+    drawn.
     """
     if n_distinct < k:
         raise ValueError(
             f"The first mini-batch holds {n_distinct} distinct row(s) (n_samples={n_rows}), "
             f"fewer than k={k}: K-Means needs at least k distinct points to initialise."
         )
-    if factor == "auto":
+    if factor is None:
         return max(k, min(k * DEFAULT_EXTRA_CENTER_FACTOR, n_distinct))
-    wanted = k * int(factor)
+    wanted = k * factor
     if wanted > n_rows:
         warnings.warn(
             f"K={wanted} initial centers (k={k} x extra_center_factor={factor}) is more than "
             f"the {n_rows} rows of the first mini-batch; K is lowered to {n_rows}.",
             InitializationWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         wanted = n_rows
     if wanted > n_distinct:
@@ -96,23 +225,38 @@ def distinct_first_rows(X: np.ndarray, order: np.ndarray) -> np.ndarray:
     return order[np.sort(first)]
 
 
-def initialize(
-    X: np.ndarray, hp: dict[str, Any], kernels: Any, rng: np.random.Generator
-) -> StreamState:
-    """Draw the K starting centers from the first mini-batch `X`; every count starts at 0."""
-    k = hp["k"]
-    n_distinct = len(np.unique(X, axis=0))
-    n_centers = n_initial_centers(k, hp["extra_center_factor"], len(X), n_distinct)
-    if hp["init_method"] == "random":
-        indices = distinct_first_rows(X, rng.permutation(len(X)))[:n_centers]
+def initialize(first: np.ndarray, weights: np.ndarray | None, params: Params,
+               kernels: Kernels, rng: np.random.Generator) -> StreamState:
+    """Draw the K starting centers from the first mini-batch (host rows); counts start at 0.
+
+    Rows of weight 0 are never drawn; 'random' draws distinct rows with probability
+    proportional to weight, without replacement.
+    """
+    check_feature_dim(params.feature_dim, first.shape[1])
+    live = first if weights is None else first[weights > 0]
+    n_distinct = len(np.unique(live, axis=0))
+    n_centers = n_initial_centers(params.k, params.extra_center_factor, len(live), n_distinct)
+    if params.init_method == "random":
+        order = rng.permutation(len(first)) if weights is None else _weighted_order(weights, rng)
+        indices = distinct_first_rows(first, order)[:n_centers]
     else:
         # Plain k-means++ (one candidate per step), as SageMaker's docs describe the init,
         # drawn lazily (exact draws, about one pass over the batch per halving of its potential).
         uniforms = rng.random((n_centers, 2 * PLAIN_PROPOSALS))
-        indices = kernels.kmeanspp_plain(X, np.ones(len(X)), n_centers, uniforms)
-    centers = np.ascontiguousarray(X[indices])
-    logger.debug("initialised %d centers from a first batch of %d rows", n_centers, len(X))
-    return StreamState(centers=centers, counts=np.zeros(n_centers, dtype=np.float64))
+        indices = np.empty(n_centers, dtype=np.intp)
+        kernels.kmeanspp_plain(first, weights, uniforms, indices)
+    logger.debug("initialised %d centers from a first batch of %d rows", n_centers, len(first))
+    return StreamState(kernels.asarray(first[indices]),
+                       kernels.asarray(np.zeros(n_centers, dtype=np.float64)))
+
+
+def _weighted_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The rows of positive weight in a random order drawn without replacement with probability
+    proportional to weight (Efraimidis and Spirakis: largest log(u) / w first)."""
+    uniforms = rng.random(len(weights))
+    rows = np.flatnonzero(weights > 0)
+    keys = np.log(uniforms[rows]) / weights[rows]
+    return rows[np.argsort(-keys, kind="stable")]
 
 
 def n_local_trials(k: int) -> int:
@@ -120,18 +264,18 @@ def n_local_trials(k: int) -> int:
     return 2 + int(math.log(k))
 
 
-def reduce_centers(
-    state: StreamState, hp: dict[str, Any], kernels: Any, rng: np.random.Generator
-) -> Reduction:
-    """Reduce the K streaming centers to k: weighted seeding plus weighted Lloyd, best trial kept.
+def reduce_centers(state: StreamState, params: Params, kernels: Kernels,
+                   rng: np.random.Generator) -> Reduction:
+    """Reduce the K streaming centers (host arrays) to k: weighted seeding plus weighted Lloyd,
+    the best trial kept.
 
     Centers that never received a point take no part. With as many weighted centers as k (an
     extra_center_factor of 1 among them) there is nothing to reduce and train:msd is 0.
     """
-    k = hp["k"]
+    k = params.k
     live = state.counts > 0
-    points = state.centers[live].astype(np.float64)
-    weights = state.counts[live]
+    points = np.ascontiguousarray(state.centers[live], dtype=np.float64)
+    weights = np.ascontiguousarray(state.counts[live])
     if len(points) < k:
         raise ValueError(
             f"Only {len(points)} of the K={len(state.counts)} streaming centers received data, "
@@ -140,36 +284,29 @@ def reduce_centers(
     if len(points) == k:
         logger.info("No shrinking is required as there are k weighted centers.")
         return Reduction(points, weights.copy(), 0.0, 0)
-    trials = hp["local_lloyd_num_trials"]
-    trials = DEFAULT_NUM_TRIALS if trials == "auto" else trials
     logger.info("shrinking %d centers into %d", len(points), k)
+    workspace = kernels.workspace(points.dtype, k, points.shape[1], len(points))
     best: tuple[float, np.ndarray, int] | None = None
-    for trial in range(trials):
-        seeds = _seed_reduction(points, weights, k, hp["local_lloyd_init_method"], kernels, rng)
-        centers, loss, n_iter = kernels.lloyd(
-            points, weights, points[seeds], hp["local_lloyd_max_iter"], hp["local_lloyd_tol"]
-        )
-        logger.info(
-            "local kmeans attempt #%d. Current mean square distance %.6g",
-            trial, loss / weights.sum(),
-        )
+    for trial in range(params.local_lloyd_num_trials):
+        centers = points[_seed_reduction(points, weights, params, kernels, rng)]
+        loss, n_iter = kernels.lloyd(points, weights, centers, params.local_lloyd_max_iter,
+                                     params.local_lloyd_tol, workspace)
+        logger.info("local kmeans attempt #%d. Current mean square distance %.6g",
+                    trial, loss / weights.sum())
         if best is None or loss < best[0]:
             best = (loss, centers, n_iter)
     loss, centers, n_iter = best
-    labels, _ = kernels.assign_labels(points, centers)
+    labels = np.empty(len(points), dtype=np.intp)
+    kernels.assign(points, centers, labels, None, workspace)
     final_weights = np.bincount(labels, weights=weights, minlength=k)
     return Reduction(centers, final_weights, loss / weights.sum(), n_iter)
 
 
-def _seed_reduction(
-    points: np.ndarray,
-    weights: np.ndarray,
-    k: int,
-    method: str,
-    kernels: Any,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    if method == "random":
+def _seed_reduction(points: np.ndarray, weights: np.ndarray, params: Params, kernels: Kernels,
+                    rng: np.random.Generator) -> np.ndarray:
+    k = params.k
+    if params.local_lloyd_init_method == "random":
         return rng.choice(len(points), size=k, replace=False, p=weights / weights.sum())
-    uniforms = rng.random((k, n_local_trials(k)))
-    return kernels.kmeanspp(points, weights, k, uniforms)
+    indices = np.empty(k, dtype=np.intp)
+    kernels.kmeanspp(points, weights, rng.random((k, n_local_trials(k))), indices)
+    return indices

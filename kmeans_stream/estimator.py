@@ -1,58 +1,138 @@
 """KMeans: SageMaker K-Means' hyperparameters and semantics behind scikit-learn's surface.
 
-The estimator validates, picks a backend, feeds the algorithm batches and keeps the fitted state.
-Nothing is assigned to the estimator until a fit has succeeded, so a bad batch never leaves a
-half-fitted model behind.
+The estimator is the one place that knows everybody: it validates the hyperparameters, makes
+the `Source` record at the door, hands both to a trainer (`kmeans_stream.backends.base.Trainer`)
+and keeps what the trainer returns. Nothing is assigned to the estimator until a fit has
+succeeded, so a bad batch never leaves a half-fitted model behind. Predictions resolve their
+compute backend at each call: a model carries centers, not a backend.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import algorithm
+from . import backends
 from ._params import ParamsMixin
 from ._progress import verbose_logging
-from ._validation import (
-    check_array,
-    check_batch,
-    check_feature_dim,
-    check_finite,
-    check_n_features,
-    check_shape,
-    feature_names,
-    is_sparse,
-)
-from .backends import get_kernels, resolve_backend
+from ._validation import check_finite, check_n_features
+from .algorithm import LocalTrainer, Params
+from .backends.base import Reduction, StreamState, Trainer
 from .exceptions import not_fitted_error
-from .hyperparameters import from_strings, numpydoc_parameters, to_strings, validate_all
+from .hyperparameters import from_strings, to_strings, validate_all, validate_value
+from .io.sources import Source, as_source
 
-logger = logging.getLogger(__name__)
-
-# Rows assigned (and, for a sparse matrix, densified) at a time when predicting: the only
-# temporaries beyond the answer are one tile's labels and distances.
+# Rows of a sparse or streamed X densified and assigned at a time when predicting.
 _PREDICT_ROWS = 65536
 
 
 @dataclass
-class _Fit:
-    """Everything one successful fit produces, committed to the estimator in one step."""
+class _Fitted:
+    """Everything a fit or partial_fit leaves, committed to the estimator in one step."""
 
-    state: algorithm.StreamState | None  # None for a SageMaker model: its state is opaque
-    reduction: algorithm.Reduction
+    state: StreamState | None  # on the host; None for a SageMaker model (its state is opaque)
+    reduction: Reduction | None  # None until first needed after a partial_fit
+    params: Params  # as of the last fit or partial_fit, for a reduction still to run
     rng: np.random.Generator
+    dtype: np.dtype
     n_features: int
-    backend: str
     feature_names: np.ndarray | None = None
+    n_iter: int | None = None
+    labelled: tuple[np.ndarray, np.ndarray | None] | None = None  # partial_fit's batch
+    labels: tuple[np.ndarray, float] | None = None  # (labels_, inertia_)
 
 
 class KMeans(ParamsMixin):
+    """SageMaker's streaming mini-batch K-Means, run locally.
+
+    A streaming pass keeps K = k * extra_center_factor centers, each the exact running
+    (decayed) mean of the points it received, starting from the first mini-batch; a weighted
+    Lloyd then reduces them to k. Hyperparameters are SageMaker's, by the same names, as Python
+    values or as the strings SageMaker sends; they are validated at fit time.
+
+    Parameters
+    ----------
+    k : an int in the range [1, inf), default=None
+        Number of clusters (required).
+    feature_dim : an int in the range [1, inf) or None, default=None
+        Number of features; None takes it from the data. A given value must match the data.
+    mini_batch_size : an int in the range [1, inf), default=5000
+        Rows per mini-batch of the streaming pass; the first one initialises the centers.
+    epochs : an int in the range [1, inf), default=1
+        Passes over the training data.
+    init_method : a str among {'random', 'kmeans++'}, default='random'
+        How the K initial centers are drawn from the first mini-batch.
+    extra_center_factor : an int in the range [1, inf) or a str among {'auto'}, default='auto'
+        K = k * extra_center_factor centers are kept while streaming; 'auto' is 10, lowered so
+        that K never exceeds the distinct rows of the first mini-batch.
+    half_life_time_size : an int in the range [0, inf), default=0
+        Points after which an observation's weight halves; 0 means no decay.
+    local_lloyd_init_method : a str among {'random', 'kmeans++'}, default='kmeans++'
+        Initialisation of the final weighted Lloyd reduction from K to k centers.
+    local_lloyd_max_iter : an int in the range [1, inf), default=300
+        Most Lloyd iterations of one reduction trial.
+    local_lloyd_num_trials : an int in the range [1, inf) or a str among {'auto'}, default='auto'
+        Reduction trials, the lowest weighted loss kept; 'auto' is 10.
+    local_lloyd_tol : a float in the range [0.0, 1.0], default=0.0001
+        Relative change of the weighted loss under which a reduction trial stops.
+    eval_metrics : a list of str among {'msd', 'ssd'}, default=('msd',)
+        Metrics reported on a test channel: 'msd', 'ssd' or both.
+    force_dense : a bool or None, default=None
+        Accepted for SageMaker compatibility and ignored (the SDK always sends 'True').
+    backend : a str among 'auto' and the registered backends, default='auto' (local)
+        Where the fit runs and predictions are computed; 'auto' is the fastest backend installed
+        here (numba, else numpy). Resolved again at each predict, so a model fitted anywhere
+        predicts anywhere. Local only.
+    random_state : an int in the range [0, inf), a numpy Generator or None, default=None (local)
+        Seed of every random choice; the same seed, data and hyperparameters give the same
+        centers on the same backend. Local only.
+    shuffle : a bool, default=False (local)
+        Visit in-memory rows (arrays, DataFrames, sparse matrices) in a new random order each
+        epoch, drawn from random_state. Local only.
+    verbose : a bool or an int in the range [0, inf), default=False (local)
+        Progress and per-trial log lines. Local only.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (k, n_features)
+        The k final centers, in the dtype of the training data (float32 or float64).
+    counts_ : ndarray of shape (k,)
+        The (decayed, weighted) number of points behind each final center.
+    labels_ : ndarray of shape (n_samples,), int32
+        Closest center of each training row: set by a fit on in-memory data (and by
+        `fit_predict` on any source that can be read again); after `partial_fit`, of the rows
+        of its last call, as scikit-learn's MiniBatchKMeans.
+    inertia_ : float
+        Sum of the (weighted) squared distances of those rows to their closest center.
+    train_msd_ : float
+        SageMaker's train:msd: the best reduction trial's weighted mean squared distance of the
+        K streaming centers to the k final centers.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,), dtype object
+        Column names of a DataFrame fitted on, when they are all strings.
+    n_iter_ : int
+        Passes over the training data by `fit` (``epochs``), as scikit-learn's
+        MiniBatchKMeans counts them; `partial_fit` leaves it as it was.
+    n_steps_ : int
+        Mini-batches streamed, over every fit and partial_fit of this model.
+    reduction_n_iter_ : int
+        Lloyd iterations of the best trial of the final reduction from K to k.
+    n_samples_seen_ : int
+        Rows streamed, every epoch counted.
+    n_streaming_centers_ : int
+        K, after the first mini-batch lowered it where needed.
+
+    Notes
+    -----
+    After `partial_fit` the reduction from K to k runs lazily, once, when the centers are first
+    needed, so streaming many small chunks costs about one fit.
+    """
+
     def __init__(
         self,
         k=None,
@@ -94,7 +174,7 @@ class KMeans(ParamsMixin):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, y: Any = None) -> KMeans:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Fit on in-memory data or a stream of batches.
 
         Parameters
@@ -104,242 +184,395 @@ class KMeans(ParamsMixin):
             error names the row where it applies. Paths and ``s3://`` URIs are read by
             `kmeans_stream.io.iter_batches`.
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row: the streaming update and the reduction weigh
+            each row by it, and an integer weight counts as that many copies of the row.
 
         Returns
         -------
-        self
+        self : KMeans
+            The fitted estimator.
         """
-        hp = validate_all(self.get_params())
-        kernels = get_kernels(hp["backend"])
-        rng = _make_rng(hp["random_state"])
-        with verbose_logging(hp["verbose"]):
-            if _is_in_memory(X):
-                names = feature_names(X)
-                X = check_array(X)
-                fitted = self._fit_array(X, hp, kernels, rng)
-                fitted.feature_names = names
-            else:
-                fitted = self._fit_stream(X, hp, kernels, rng)
+        values = validate_all(self.get_params())
+        source = as_source(X, sample_weight)
+        trainer = self._trainer(values, source)
+        rng = _make_rng(values["random_state"])
+        params = Params.from_hyperparameters(values)
+        with verbose_logging(values["verbose"]):
+            result = trainer.fit(source, params, rng)
+        fitted = _Fitted(result.state, result.reduction, params, _copy_rng(rng), result.dtype,
+                         result.n_features, source.feature_names, result.n_epochs)
+        if source.in_memory:
+            fitted.labels = self._labels_of(fitted, source)
         self._commit(fitted)
-        if isinstance(X, np.ndarray) or is_sparse(X):
-            self._set_labels(X)
         return self
 
-    def partial_fit(self, X: Any, y: Any = None) -> KMeans:
-        """Stream one more chunk of data through the streaming centers, then reduce to k.
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
+        """Stream one more chunk of data through the K streaming centers.
 
-        The first call initialises the K streaming centers from its first mini-batch. A call
-        that fails leaves the estimator as it was, so the next call continues as if the bad
-        chunk never came. The reduction to k runs after every call.
+        The first call initialises the K centers from its first mini-batch. Only the streaming
+        state is updated: the reduction from K to k runs once, when the centers are next
+        needed. A call that fails leaves the estimator as it was, so the next call continues as
+        if the bad chunk never came.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of 2-D batches, path or URI
+            Cast to the dtype of the first call's data.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row.
+
+        Returns
+        -------
+        self : KMeans
+            The updated estimator; `labels_` and `inertia_` then describe this chunk.
         """
-        hp = validate_all(self.get_params())
-        X = check_array(X.toarray() if is_sparse(X) else X)
-        previous = getattr(self, "_fit", None)
+        values = validate_all(self.get_params())
+        source = as_source(X, sample_weight)
+        previous = getattr(self, "_fitted", None)
         if previous is not None:
-            check_n_features(X.shape[1], previous.n_features)
             if previous.state is None:
                 raise ValueError(
                     "This model was loaded from a SageMaker artifact, whose streaming state is "
                     "opaque; partial_fit cannot continue it. Fit a new model instead."
                 )
-        check_feature_dim(hp["feature_dim"], X.shape[1])
-        kernels = get_kernels(hp["backend"])
-        if previous is None:
-            rng = _make_rng(hp["random_state"])
-            state = algorithm.initialize(X[: hp["mini_batch_size"]], hp, kernels, rng)
-        else:
-            rng = copy.deepcopy(previous.rng)
-            state = copy.deepcopy(previous.state)
-        state.update(X, hp, kernels)
-        reduction = algorithm.reduce_centers(state, hp, kernels, rng)
-        self._commit(_Fit(state, reduction, rng, X.shape[1], resolve_backend(hp["backend"])))
-        for stale in ("labels_", "inertia_"):
-            self.__dict__.pop(stale, None)
+            self._check_feature_names(source)
+            if source.n_features is not None:
+                check_n_features(source.n_features, previous.n_features)
+        trainer = self._trainer(values, source)
+        if not hasattr(trainer, "partial_fit"):
+            raise ValueError(f"backend={values['backend']!r} fits whole data sets only; use fit.")
+        rng = _make_rng(values["random_state"]) if previous is None else \
+            _copy_rng(previous.rng)
+        params = Params.from_hyperparameters(values)
+        with verbose_logging(values["verbose"]):
+            state = trainer.partial_fit(source, params, rng,
+                                        None if previous is None else previous.state)
+        names = source.feature_names if previous is None else previous.feature_names
+        fitted = _Fitted(state, None, params, _copy_rng(rng), state.centers.dtype,
+                         state.centers.shape[1],
+                         names, None if previous is None else previous.n_iter)
+        if source.in_memory and source.kind != "device":
+            fitted.labelled = (_own_copy(source.dense() if source.kind != "sparse"
+                                         else source.data), source.sample_weight)
+        self._commit(fitted)
         return self
 
-    def _fit_array(self, X: np.ndarray, hp: dict, kernels: Any, rng: np.random.Generator) -> _Fit:
-        check_feature_dim(hp["feature_dim"], X.shape[1])
-        batch = hp["mini_batch_size"]
-        state = None
-        for epoch in range(hp["epochs"]):
-            logger.info("epoch %d/%d: %d rows", epoch + 1, hp["epochs"], len(X))
-            order = rng.permutation(len(X)) if hp["shuffle"] else None
-            first = X[:batch] if order is None else X[np.sort(order[:batch])]
-            if state is None:
-                state = algorithm.initialize(first, hp, kernels, rng)
-            if order is None:
-                state.update(X, hp, kernels)
-            else:
-                for start in range(0, len(X), batch):
-                    state.update(X[order[start:start + batch]], hp, kernels)
-        reduction = algorithm.reduce_centers(state, hp, kernels, rng)
-        return _Fit(state, reduction, rng, X.shape[1], resolve_backend(hp["backend"]))
-
-    def _fit_stream(self, source: Any, hp: dict, kernels: Any, rng: np.random.Generator) -> _Fit:
-        from .io.sources import describe_source, is_reiterable, iter_batches
-
-        if hp["epochs"] > 1 and not is_reiterable(source):
+    def _trainer(self, values: dict[str, Any], source: Source) -> Trainer:
+        backend = backends.lookup(values["backend"])
+        instance = backends.load(backend.name)
+        if backend.kind == "trainer":
+            return instance
+        if source.kind == "device" and not getattr(instance, "device", False):
             raise ValueError(
-                f"epochs={hp['epochs']} needs a source that can be read again, but "
-                f"{describe_source(source)} is a one-shot iterator; pass a list, an array, "
-                "a path or a URI, or set epochs=1."
+                f"{source.description} lives on a GPU, but backend={backend.name!r} computes on "
+                "the CPU: use a GPU backend, or copy X to the host first (X.get())."
             )
-        state, n_features = None, None
-        for epoch in range(hp["epochs"]):
-            logger.info("epoch %d/%d: reading %s", epoch + 1, hp["epochs"],
-                        describe_source(source))
-            offset = 0
-            for raw in iter_batches(source, hp["mini_batch_size"]):
-                batch = check_batch(raw, offset)
-                if n_features is None:
-                    check_feature_dim(hp["feature_dim"], batch.shape[1])
-                n_features = batch.shape[1]
-                if state is None:
-                    state = algorithm.initialize(batch, hp, kernels, rng)
-                state.update(batch, hp, kernels)
-                offset += len(batch)
-        if state is None:
-            raise ValueError(
-                f"Found 0 sample(s) in {describe_source(source)} while a minimum of 1 is "
-                "required by KMeans."
-            )
-        reduction = algorithm.reduce_centers(state, hp, kernels, rng)
-        return _Fit(state, reduction, rng, n_features, resolve_backend(hp["backend"]))
+        return LocalTrainer(instance)
 
-    def _commit(self, fitted: _Fit) -> None:
-        self._fit = fitted
-        source = fitted.reduction if fitted.state is None else fitted.state
-        dtype = source.centers.dtype
-        self.cluster_centers_ = fitted.reduction.centers.astype(dtype)
-        self.counts_ = fitted.reduction.weights
-        self.train_msd_ = fitted.reduction.train_msd
-        self.n_iter_ = fitted.reduction.n_iter
+    def _commit(self, fitted: _Fitted) -> None:
+        self._fitted = fitted
         self.n_features_in_ = fitted.n_features
         if fitted.state is not None:
             self.n_samples_seen_ = fitted.state.n_seen
+            self.n_steps_ = fitted.state.n_steps
             self.n_streaming_centers_ = len(fitted.state.counts)
+        if fitted.n_iter is not None:
+            self.n_iter_ = fitted.n_iter
         if fitted.feature_names is not None:
             self.feature_names_in_ = fitted.feature_names
         else:
             self.__dict__.pop("feature_names_in_", None)
 
-    def _set_labels(self, X: Any) -> None:
-        self.labels_, _, self.inertia_ = self._assign(X, keep_sq_dist=False)
+    # ------------------------------------------------------------------ fitted state
 
-    # ------------------------------------------------------------------ using the model
+    def _reduced(self, fitted: _Fitted | None = None) -> Reduction:
+        """The k final centers: computed once, on first need, after a partial_fit."""
+        if fitted is None:
+            self._check_fitted()
+            fitted = self._fitted
+        if fitted.reduction is None:
+            trainer = LocalTrainer(self._predict_kernels())
+            fitted.reduction = trainer.reduce(fitted.state, fitted.params, fitted.rng)
+        return fitted.reduction
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Index of the closest of the k centers for each row (SageMaker's closest_cluster)."""
-        self._check_fitted()
-        kernels = get_kernels(self._fit.backend)
-        n_rows, tiles = self._tiles(X, finite=False, whole=True)
-        labels = np.empty(n_rows, dtype=np.int32)
-        for start, tile in tiles:
-            with np.errstate(invalid="ignore", over="ignore"):  # bad values are named below
-                finite = kernels.nearest(tile, self._centers_for(tile),
-                                         labels[start:start + len(tile)])
-            if not finite:  # as in _assign: X is scanned only when its scores were not finite
-                check_finite(tile, row_offset=start)
-        return labels
+    @property
+    def cluster_centers_(self) -> np.ndarray:
+        return self._reduced().centers.astype(self._fitted.dtype)
 
-    def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """SageMaker's endpoint answer: (closest_cluster, distance_to_cluster).
+    @property
+    def counts_(self) -> np.ndarray:
+        return self._reduced().weights
 
-        distance_to_cluster is the plain Euclidean distance, not squared (spec section 0).
-        """
-        labels, sq_dist, _ = self._assign(X)
-        return labels, np.sqrt(sq_dist)
+    @property
+    def train_msd_(self) -> float:
+        return self._reduced().train_msd
 
-    def transform(self, X: Any) -> np.ndarray:
-        """Euclidean distance of each row to each of the k centers, shape (n_samples, k)."""
-        self._check_fitted()
-        kernels = get_kernels(self._fit.backend)
-        n_rows, tiles = self._tiles(X)
-        out = None
-        for start, tile in tiles:
-            distances = kernels.transform(tile, self._centers_for(tile))
-            if out is None:
-                out = np.empty((n_rows, distances.shape[1]), dtype=distances.dtype)
-            out[start:start + len(tile)] = distances
-        return out
+    @property
+    def reduction_n_iter_(self) -> int:
+        return self._reduced().n_iter
 
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit on in-memory data and return `labels_`."""
-        return self.fit(X).labels_
+    @property
+    def labels_(self) -> np.ndarray:
+        return self._labelled()[0]
 
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit, then the distances of X to the k centers."""
-        return self.fit(X).transform(X)
+    @property
+    def inertia_(self) -> float:
+        return self._labelled()[1]
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Negative sum of squared distances to the closest center (scikit-learn's convention)."""
-        return -self._assign(X, keep_sq_dist=False)[2]
-
-    def evaluate(self, X: Any) -> dict[str, float]:
-        """The `eval_metrics` SageMaker reports on a test channel: 'test:msd' and/or 'test:ssd'."""
-        labels, _, total = self._assign(X, keep_sq_dist=False)
-        metrics = validate_all(self.get_params())["eval_metrics"]
-        values = {"msd": total / len(labels), "ssd": total}
-        return {f"test:{name}": values[name] for name in metrics}
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the transform's columns: kmeans0, kmeans1, ..."""
-        self._check_fitted()
-        return np.asarray([f"kmeans{i}" for i in range(len(self.cluster_centers_))], dtype=object)
-
-    def _assign(self, X: Any, keep_sq_dist: bool = True) -> tuple[np.ndarray, np.ndarray | None,
-                                                                 float]:
-        """Labels (int32), squared distances (float64, when kept) and their sum, tile by tile,
-        so the only extra memory beyond the answer is one tile."""
-        self._check_fitted()
-        kernels = get_kernels(self._fit.backend)
-        # NaN or infinity in a row makes its distance NaN or infinite, so the sum the answer
-        # needs anyway tells whether to look; only then is X scanned, to name the place. This
-        # saves a whole pass over X on every predict.
-        n_rows, tiles = self._tiles(X, finite=False)
-        labels = np.empty(n_rows, dtype=np.int32)
-        sq_dist = np.empty(n_rows, dtype=np.float64) if keep_sq_dist else None
-        total = 0.0
-        for start, tile in tiles:
-            with np.errstate(invalid="ignore", over="ignore"):  # bad values are named below
-                lab, sq = kernels.assign_labels(tile, self._centers_for(tile))
-            tile_total = float(sq.sum())
-            if not np.isfinite(tile_total):
-                check_finite(tile, row_offset=start)
-            labels[start:start + len(tile)] = lab
-            if sq_dist is not None:
-                sq_dist[start:start + len(tile)] = sq
-            total += tile_total
-        return labels, sq_dist, total
-
-    def _tiles(self, X: Any, finite: bool = True, whole: bool = False) -> tuple[int, Any]:
-        """X checked against the fitted model: its row count and its (start, rows) tiles.
-
-        whole: a dense X is one tile (for kernels that write straight into the answer).
-        """
-        if is_sparse(X):
-            X = X.tocsr()
-            check_shape(X)
-            check_n_features(X.shape[1], self.n_features_in_)
-            return X.shape[0], (
-                (start, check_batch(X[start:start + _PREDICT_ROWS].toarray(), start))
-                for start in range(0, X.shape[0], _PREDICT_ROWS)
+    def _labelled(self) -> tuple[np.ndarray, float]:
+        fitted = self.__dict__.get("_fitted")
+        if fitted is not None and fitted.labels is None and fitted.labelled is not None:
+            X, weights = fitted.labelled
+            fitted.labels = self._labels_of(fitted, as_source(X, weights))
+        if fitted is None or fitted.labels is None:
+            raise AttributeError(
+                "labels_ and inertia_ are set by a fit on in-memory data, by fit_predict, and "
+                "by partial_fit; this model has none."
             )
-        X = check_array(X, finite=finite)
-        check_n_features(X.shape[1], self.n_features_in_)
-        step = len(X) if whole else _PREDICT_ROWS
-        return len(X), ((start, X[start:start + step]) for start in range(0, len(X), step))
+        return fitted.labels
 
-    def _centers_for(self, X: np.ndarray) -> np.ndarray:
-        centers = self.cluster_centers_
-        return centers if centers.dtype == X.dtype else centers.astype(X.dtype)
+    def _labels_of(self, fitted: _Fitted, source: Source) -> tuple[np.ndarray, float]:
+        """Labels and inertia of `source` under the centers of `fitted` (maybe not committed)."""
+        labels, _, inertia = self._assign(source, distances=False, fitted=fitted)
+        return labels, inertia
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return "_fitted" in self.__dict__
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "_fit"):
+        if "_fitted" not in self.__dict__:
             raise not_fitted_error(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
             )
+
+    # ------------------------------------------------------------------ using the model
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Index of the closest of the k centers for each row (SageMaker's closest_cluster).
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+            With the features (and, for a DataFrame, the column names) of the training data.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int32
+        """
+        return self._assign(as_source(X), distances=False, total=False)[0]
+
+    def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """SageMaker's endpoint answer: (closest_cluster, distance_to_cluster).
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+
+        Returns
+        -------
+        closest_cluster : ndarray of shape (n_samples,), int32
+        distance_to_cluster : ndarray of shape (n_samples,), float64
+            The plain Euclidean distance to that center, not squared (spec section 0).
+        """
+        labels, sq_dist, _ = self._assign(as_source(X), distances=True)
+        return labels, np.sqrt(sq_dist)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Euclidean distance of each row to each of the k centers.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or scipy.sparse matrix
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, k), X's float dtype
+        """
+        source = self._checked(as_source(X))
+        kernels = self._predict_kernels()
+        centers = self._centers_for(source)
+        if source.kind in ("dense", "frame", "device"):
+            X = source.dense(finite=False)
+            out = kernels.empty((X.shape[0], len(centers)), X.dtype, like=X)
+            kernels.transform(X, centers, out)
+            if not np.isfinite(float(out.sum())):
+                check_finite(kernels.to_numpy(X))
+            return out
+        parts = []
+        for tile, _ in source.batches(_PREDICT_ROWS):
+            out = np.empty((len(tile), len(centers)), dtype=tile.dtype)
+            kernels.transform(tile, centers, out)
+            parts.append(out)
+        return np.concatenate(parts)
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """Fit, then the closest center of every row of X.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+            A source read front to back must be one that can be read again (not a one-shot
+            iterator): its rows are labelled in a second pass.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int32
+            Also kept as `labels_` (and their inertia as `inertia_`).
+        """
+        source = as_source(X, sample_weight)
+        if not source.reiterable:
+            raise ValueError(
+                f"fit_predict labels every row after the fit, but {source.description} is a "
+                "one-shot iterator that the fit uses up; pass a list, an array, a path or a URI."
+            )
+        self.fit(source)
+        fitted = self._fitted
+        if fitted.labels is None:
+            fitted.labels = self._labels_of(fitted, source)
+        return fitted.labels[0]
+
+    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """Fit, then the distances of X to the k centers.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or scipy.sparse matrix
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, k)
+        """
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Negative (weighted) sum of squared distances to the closest center, as scikit-learn.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        score : float
+        """
+        return -self._assign(as_source(X, sample_weight), distances=False)[2]
+
+    def evaluate(self, X: Any) -> dict[str, float]:
+        """The `eval_metrics` SageMaker reports on a test channel.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+
+        Returns
+        -------
+        metrics : dict
+            'test:msd' (mean squared distance to the closest center) and/or 'test:ssd' (their
+            sum), as `eval_metrics` asks.
+        """
+        labels, _, total = self._assign(as_source(X), distances=False)
+        metrics = validate_value("eval_metrics", self.eval_metrics)
+        values = {"msd": total / len(labels), "ssd": total}
+        return {f"test:{name}": values[name] for name in metrics}
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the transform's columns.
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        names : ndarray of str objects
+            ``kmeans0``, ``kmeans1``, ... one per center.
+        """
+        self._check_fitted()
+        return np.asarray([f"kmeans{i}" for i in range(self._reduced().centers.shape[0])],
+                          dtype=object)
+
+    def _assign(self, source: Source, distances: bool, total: bool = True,
+                fitted: _Fitted | None = None) -> tuple[np.ndarray, Any, float]:
+        """Labels (int32), squared distances (float64, when asked for) and their (weighted)
+        total (unless `total` is False: then a sum that is finite iff X is), under the centers
+        of `fitted` (by default the committed fit). NaN or infinity in a row makes the total not
+        finite, so X is scanned to name the place only then: no extra pass over X on every
+        predict."""
+        if fitted is None:
+            source = self._checked(source)
+        kernels = self._predict_kernels()
+        centers = self._centers_for(source, fitted)
+        if source.kind in ("dense", "frame", "device"):
+            return self._assign_dense(source, kernels, centers, distances, total)
+        parts, found = [], 0.0
+        for tile, weights in source.batches(_PREDICT_ROWS):
+            labels = np.empty(len(tile), dtype=np.int32)
+            sq_dist = np.empty(len(tile), dtype=np.float64)
+            tile_total = kernels.assign(tile, centers, labels, sq_dist, None)
+            found += tile_total if weights is None else float(sq_dist @ weights)
+            parts.append((labels, sq_dist))
+        if not parts:
+            raise ValueError(f"Found 0 sample(s) in {source.description}.")
+        labels = np.concatenate([p[0] for p in parts])
+        return labels, np.concatenate([p[1] for p in parts]) if distances else None, found
+
+    def _assign_dense(self, source: Source, kernels: Any, centers: np.ndarray, distances: bool,
+                      total: bool) -> tuple[np.ndarray, Any, float]:
+        """`_assign` of one dense table: one kernel call, or tiles of rows when a total is
+        wanted without the distances (so that they never take n float64 at once)."""
+        X = source.dense(finite=False)
+        n = X.shape[0]
+        weights = source.sample_weight
+        workspace = kernels.workspace(X.dtype, len(centers), X.shape[1], 0)
+        labels = kernels.empty(n, np.int32, like=X)
+        sq_dist = kernels.empty(n, np.float64, like=X) if distances else None
+        step = n if distances or not total else _PREDICT_ROWS
+        tile = None if distances or not total else kernels.empty(min(n, step), np.float64, like=X)
+        found = 0.0
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            out = sq_dist[rows] if distances else None if tile is None else tile[:len(X[rows])]
+            tile_total = kernels.assign(X[rows], centers, labels[rows], out, workspace)
+            if weights is not None and out is not None:
+                tile_total = float(kernels.to_numpy(out) @ weights[rows])
+            found += tile_total
+        if not np.isfinite(found):
+            check_finite(kernels.to_numpy(X))
+        return labels, sq_dist, found
+
+    def _checked(self, source: Source) -> Source:
+        """The source checked against the fitted model: its features and their names."""
+        self._check_fitted()
+        self._check_feature_names(source)  # first: a missing column names itself
+        if source.n_features is not None:
+            check_n_features(source.n_features, self._fitted.n_features)
+        return source
+
+    def _check_feature_names(self, source: Source) -> None:
+        """scikit-learn's rule: names seen at fit must come back, in the same order."""
+        fitted_names = self._fitted.feature_names if "_fitted" in self.__dict__ else None
+        _check_names(fitted_names, source.feature_names, source.kind, type(self).__name__)
+
+    def _centers_for(self, source: Source, fitted: _Fitted | None = None) -> np.ndarray:
+        fitted = fitted or self._fitted
+        centers = self._reduced(fitted).centers
+        return np.ascontiguousarray(centers, dtype=source.dtype or fitted.dtype)
+
+    def _predict_kernels(self) -> Any:
+        """The compute kernels of the `backend` parameter as it is now (a trainer backend
+        predicts with 'auto')."""
+        name = validate_value("backend", self.backend)
+        backend = backends.lookup(name)
+        return backends.load(backend.name if backend.kind == "compute" else "auto")
 
     # ------------------------------------------------------------------ SageMaker
 
@@ -349,6 +582,16 @@ class KMeans(ParamsMixin):
         ``model_algo-1`` holds the (k, feature_dim) float32 centers; ``kmeans_stream.json``
         holds the hyperparameters and the fitted state. Written to a temporary name, then
         renamed, so a crash never leaves a half-written model.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The archive to write, or an existing folder to write ``model.tar.gz`` into.
+
+        Returns
+        -------
+        path : pathlib.Path
+            The archive written.
         """
         from .persistence import save
 
@@ -358,8 +601,16 @@ class KMeans(ParamsMixin):
         """The string map a CreateTrainingJob call sends for this estimator.
 
         Unset optional values are left out and local-only knobs (backend, random_state, shuffle,
-        verbose) are never sent. feature_dim comes from the argument, else the parameter, else
-        the fitted data.
+        verbose) are never sent.
+
+        Parameters
+        ----------
+        feature_dim : int, optional
+            Overrides the parameter; by default the parameter, else the fitted data's.
+
+        Returns
+        -------
+        hyperparameters : dict of str to str
         """
         values = validate_all(self.get_params())
         dim = feature_dim or values["feature_dim"] or getattr(self, "n_features_in_", None)
@@ -367,9 +618,7 @@ class KMeans(ParamsMixin):
             raise ValueError(
                 "feature_dim is unknown: pass feature_dim=, set the parameter, or fit first."
             )
-        values["feature_dim"] = validate_all({**self.get_params(), "feature_dim": dim})[
-            "feature_dim"
-        ]
+        values["feature_dim"] = validate_value("feature_dim", dim)
         return to_strings(values)
 
     @classmethod
@@ -377,57 +626,66 @@ class KMeans(ParamsMixin):
         """A KMeans from SageMaker's string map (hyperparameters.json, a DescribeTrainingJob).
 
         force_dense and the container's internal '_*' keys are accepted and ignored.
+
+        Parameters
+        ----------
+        hyperparameters : dict of str to str
+
+        Returns
+        -------
+        model : KMeans
+            Unfitted, with those hyperparameters.
         """
         return cls(**from_strings(hyperparameters))
 
 
-KMeans.__doc__ = f"""SageMaker's streaming mini-batch K-Means, run locally.
-
-A streaming pass keeps K = k * extra_center_factor centers, each the exact running (decayed)
-mean of the points it received, starting from the first mini-batch; a weighted Lloyd then
-reduces them to k. Hyperparameters are SageMaker's, by the same names, as Python values or as
-the strings SageMaker sends; they are validated at fit time.
-
-Parameters
-----------
-{numpydoc_parameters()}
-
-Attributes
-----------
-cluster_centers_ : ndarray of shape (k, n_features)
-counts_ : ndarray of shape (k,)
-    The (decayed) number of points behind each final center.
-labels_ : ndarray of shape (n_samples,)
-    Set when fitted on in-memory data.
-inertia_ : float
-    Sum of squared distances of the training rows to their closest center (in-memory data).
-train_msd_ : float
-    SageMaker's train:msd: the best reduction trial's weighted mean squared distance of the K
-    streaming centers to the k final centers.
-n_features_in_ : int
-n_iter_ : int
-    Lloyd iterations of the best reduction trial.
-n_samples_seen_ : int
-n_streaming_centers_ : int
-    K, after the first mini-batch lowered it where needed.
-"""
+def _check_names(fitted: np.ndarray | None, given: np.ndarray | None, kind: str,
+                 estimator: str) -> None:
+    if fitted is None and given is None:
+        return
+    if given is None:
+        if kind in ("dense", "frame"):
+            warnings.warn(f"X does not have valid feature names, but {estimator} was fitted "
+                          "with feature names", UserWarning, stacklevel=4)
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {estimator} was fitted without feature names",
+                      UserWarning, stacklevel=4)
+        return
+    if len(fitted) == len(given) and (fitted == given).all():
+        return
+    unseen = sorted(set(given) - set(fitted))
+    missing = sorted(set(fitted) - set(given))
+    message = "The feature names should match those that were passed during fit.\n"
+    if unseen:
+        message += "Feature names unseen at fit time:\n" + _listed(unseen)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + _listed(missing)
+    if not unseen and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
 
 
-def _is_in_memory(X: Any) -> bool:
-    """One dense table (an array, a DataFrame, a list of rows) rather than a source to stream."""
-    from .io.sources import is_batch_iterable
+def _listed(names: list[str], most: int = 5) -> str:
+    lines = [f"- {name}\n" for name in names[:most]]
+    return "".join(lines) + ("- ...\n" if len(names) > most else "")
 
-    if is_sparse(X) or isinstance(X, (str, os.PathLike)) or hasattr(X, "read"):
-        return False
-    if isinstance(X, np.ndarray) or hasattr(X, "__array__"):
-        return True
-    return isinstance(X, (list, tuple)) and not is_batch_iterable(X)
+
+def _own_copy(X: Any) -> Any:
+    """A copy the caller cannot change under us (a partial_fit chunk is often a reused buffer)."""
+    return X.copy()
 
 
 def _make_rng(random_state: Any) -> np.random.Generator:
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-    return np.random.default_rng(random_state)
+    return np.random.default_rng(random_state)  # a Generator is used (and advanced) as it is
+
+
+def _copy_rng(rng: np.random.Generator) -> np.random.Generator:
+    copy = np.random.default_rng()
+    copy.bit_generator.state = rng.bit_generator.state
+    return copy
 
 
 __all__ = ["KMeans"]

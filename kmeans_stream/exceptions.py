@@ -18,6 +18,15 @@ class ModelFormatError(ValueError):
 class NotFittedError(ValueError, AttributeError):
     """The estimator is used before `fit`; a ValueError and an AttributeError, as scikit-learn's."""
 
+    def __reduce__(self):
+        # Rebuilt through the factory, so that an error pickled where scikit-learn is loaded
+        # (and is then also scikit-learn's NotFittedError) unpickles anywhere: Dask sends
+        # errors back from its workers this way.
+        return not_fitted_error, self.args
+
+
+_COMBINED: dict[type, type] = {}
+
 
 def not_fitted_error(message: str) -> NotFittedError:
     """A NotFittedError that is also scikit-learn's NotFittedError when scikit-learn is loaded.
@@ -28,8 +37,9 @@ def not_fitted_error(message: str) -> NotFittedError:
     sklearn_exceptions = sys.modules.get("sklearn.exceptions")
     if sklearn_exceptions is None:
         return NotFittedError(message)
-    combined = type(
-        "NotFittedError", (NotFittedError, sklearn_exceptions.NotFittedError),
-        {"__module__": __name__},
-    )
-    return combined(message)
+    theirs = sklearn_exceptions.NotFittedError
+    if theirs not in _COMBINED:  # one class, so that errors of it compare by type
+        _COMBINED[theirs] = type(
+            "NotFittedError", (NotFittedError, theirs), {"__module__": __name__}
+        )
+    return _COMBINED[theirs](message)

@@ -127,6 +127,29 @@ class MetricList:
 
 
 @dataclass(frozen=True)
+class BackendName:
+    """'auto' or the name of a registered backend (`kmeans_stream.backends.REGISTRY`), read
+    at each check so that a backend registered later is valid at once."""
+
+    def __str__(self) -> str:
+        from .backends import names
+
+        return "a str among {" + ", ".join(repr(n) for n in names()) + "}"
+
+    def doc_text(self) -> str:
+        """For the docstring, which must not change when a backend is registered."""
+        return "a str among 'auto' and the registered backends"
+
+    def parse(self, text: str) -> str:
+        return text.strip()
+
+    def accepts(self, value: Any) -> bool:
+        from .backends import names
+
+        return isinstance(value, str) and value in names()
+
+
+@dataclass(frozen=True)
 class Seed:
     """None, an int >= 0, or a numpy Generator / RandomState."""
 
@@ -175,9 +198,11 @@ class Hyperparameter:
     sagemaker: bool = True  # sent to a SageMaker training job
     required: bool = False
 
-    def describe(self) -> str:
-        """The constraint text of the error template, unions joined by 'or'."""
-        parts = [str(c) for c in self.constraints]
+    def describe(self, doc: bool = False) -> str:
+        """The constraint text of the error template (or of the docstring), unions joined by
+        'or'."""
+        parts = [c.doc_text() if doc and hasattr(c, "doc_text") else str(c)
+                 for c in self.constraints]
         return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
@@ -185,7 +210,6 @@ _INT1 = Interval("int", 1)
 _INT0 = Interval("int", 0)
 _AUTO = Options(("auto",))
 _INITS = Options(("random", "kmeans++"))
-BACKENDS = ("auto", "numpy", "numba", "cupy", "sagemaker", "dask")
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("k", None, (_INT1,), "Number of clusters (required).", required=True),
@@ -235,8 +259,10 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "Accepted for SageMaker compatibility and ignored (the SDK always sends 'True').",
     ),
     Hyperparameter(
-        "backend", "auto", (Options(BACKENDS),),
-        "Where the fit runs; 'auto' is numba when installed, else numpy. Local only.",
+        "backend", "auto", (BackendName(),),
+        "Where the fit runs and predictions are computed; 'auto' is the fastest backend "
+        "installed here (numba, else numpy). Resolved again at each predict, so a model "
+        "fitted anywhere predicts anywhere. Local only.",
         sagemaker=False,
     ),
     Hyperparameter(
@@ -247,7 +273,8 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter(
         "shuffle", False, (Boolean(),),
-        "Shuffle in-memory data once per epoch (from random_state). Local only.",
+        "Visit in-memory rows (arrays, DataFrames, sparse matrices) in a new random order each "
+        "epoch, drawn from random_state. Local only.",
         sagemaker=False,
     ),
     Hyperparameter(
@@ -348,11 +375,17 @@ def from_strings(strings: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def numpydoc_parameters() -> str:
-    """The Parameters section of the estimator's docstring, generated from the table."""
+def numpydoc_parameters(indent: str = "    ") -> str:
+    """The Parameters section of the estimator's docstring, generated from the table.
+
+    KMeans' docstring holds this text literally (editors show it); a test checks they agree.
+    """
+    import textwrap
+
     lines = []
     for hp in HYPERPARAMETERS:
         local = "" if hp.sagemaker else " (local)"
-        lines.append(f"{hp.name} : {hp.describe()}, default={hp.default!r}{local}")
-        lines.append(f"    {hp.doc}")
+        lines.append(f"{indent}{hp.name} : {hp.describe(doc=True)}, default={hp.default!r}{local}")
+        lines += textwrap.wrap(hp.doc, width=96, initial_indent=indent * 2,
+                               subsequent_indent=indent * 2)
     return "\n".join(lines)

@@ -15,10 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from .algorithm import Reduction, StreamState
+from .algorithm import Params
+from .backends.base import Reduction, StreamState
 from .exceptions import ModelFormatError
 
-FORMAT = "kmeans_stream/1"
+FORMAT = "kmeans_stream/2"
+# Format 1 kept a `backend` and `verbose` among the hyperparameters and called the reduction's
+# Lloyd iterations `n_iter`; it is read as well.
+READABLE = ("kmeans_stream/1", FORMAT)
+# Where and how chattily a model runs is the loading machine's business, not the artifact's.
+NOT_SAVED = ("backend", "verbose")
 
 
 def save(model: Any, path: str | os.PathLike) -> Path:
@@ -34,79 +40,98 @@ def save(model: Any, path: str | os.PathLike) -> Path:
 def load(path: str | os.PathLike) -> Any:
     """A fitted KMeans from a model.tar.gz (kmeans_stream's or SageMaker's training output),
     a bare ``model_algo-1`` file, or an ``s3://`` URI of either."""
-    from .estimator import KMeans, _Fit
+    from .estimator import KMeans
     from .io.artifact import read_model_artifact
 
     centers, state = read_model_artifact(path)
     if state is None:
-        model = KMeans(k=centers.shape[0], feature_dim=centers.shape[1])
-        weights = np.full(centers.shape[0], np.nan)
-        reduction = Reduction(centers.astype(np.float32), weights, float("nan"), 0)
-        model._commit(_Fit(None, reduction, np.random.default_rng(), centers.shape[1], "auto"))
-        return model
-    if state.get("format") != FORMAT:
+        return _sagemaker_model(KMeans, centers)
+    if state.get("format") not in READABLE:
         raise ModelFormatError(
-            f"{path}: kmeans_stream.json has format {state.get('format')!r}, expected {FORMAT!r}"
+            f"{path}: kmeans_stream.json has format {state.get('format')!r}, expected one of "
+            f"{list(READABLE)}"
         )
     try:
-        return _restore(KMeans, _Fit, state)
+        return _restore(KMeans, state)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path}: kmeans_stream.json is malformed: {exc!r}") from exc
 
 
+def _sagemaker_model(KMeans: Any, centers: np.ndarray) -> Any:
+    from .estimator import _Fitted
+
+    model = KMeans(k=centers.shape[0], feature_dim=centers.shape[1])
+    weights = np.full(centers.shape[0], np.nan)
+    reduction = Reduction(centers.astype(np.float32), weights, float("nan"), 0)
+    params = Params(k=centers.shape[0], feature_dim=centers.shape[1])
+    model._commit(_Fitted(None, reduction, params, np.random.default_rng(),
+                          np.dtype(np.float32), centers.shape[1]))
+    return model
+
+
 def _state(model: Any) -> dict[str, Any]:
-    fitted = model._fit
+    fitted = model._fitted
+    reduction = model._reduced()
     params = {
         name: (list(value) if isinstance(value, tuple) else value)
-        for name, value in model.get_params().items()
+        for name, value in model.get_params().items() if name not in NOT_SAVED
     }
     if not isinstance(params["random_state"], (int, type(None))):
         params["random_state"] = None  # a Generator object does not travel; its state does
-    names = getattr(model, "feature_names_in_", None)
     out = {
         "format": FORMAT,
         "hyperparameters": params,
-        "dtype": model.cluster_centers_.dtype.name,
-        "cluster_centers": model.cluster_centers_.tolist(),
-        "counts": fitted.reduction.weights.tolist(),
-        "train_msd": fitted.reduction.train_msd,
-        "n_iter": fitted.reduction.n_iter,
+        "dtype": fitted.dtype.name,
+        "cluster_centers": reduction.centers.tolist(),
+        "counts": reduction.weights.tolist(),
+        "train_msd": reduction.train_msd,
+        "reduction_n_iter": reduction.n_iter,
+        "n_iter": fitted.n_iter,
         "n_features_in": fitted.n_features,
-        "backend": fitted.backend,
-        "feature_names_in": None if names is None else list(names),
+        "feature_names_in": None if fitted.feature_names is None else list(fitted.feature_names),
         "rng_state": fitted.rng.bit_generator.state,
         "stream": None,
     }
     if fitted.state is not None:
+        state = fitted.state
         out["stream"] = {
-            "centers": fitted.state.centers.tolist(),
-            "counts": fitted.state.counts.tolist(),
-            "n_seen": fitted.state.n_seen,
+            "centers": state.centers.tolist(),
+            "counts": state.counts.tolist(),
+            "n_seen": state.n_seen,
+            "n_steps": state.n_steps,
+            "weight_seen": state.weight_seen,
         }
     return out
 
 
-def _restore(KMeans: Any, Fit: Any, state: dict[str, Any]) -> Any:
-    model = KMeans(**state["hyperparameters"])
+def _restore(KMeans: Any, state: dict[str, Any]) -> Any:
+    from .estimator import _Fitted
+    from .hyperparameters import validate_all
+
+    hyperparameters = {k: v for k, v in state["hyperparameters"].items() if k not in NOT_SAVED}
+    model = KMeans(**hyperparameters)
     dtype = np.dtype(state["dtype"])
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"unsupported dtype {dtype}")
-    centers = np.asarray(state["cluster_centers"], dtype=dtype)
+    version_one = state["format"] == "kmeans_stream/1"
     reduction = Reduction(
-        centers, np.asarray(state["counts"], dtype=np.float64), float(state["train_msd"]),
-        int(state["n_iter"]),
+        np.asarray(state["cluster_centers"], dtype=np.float64),
+        np.asarray(state["counts"], dtype=np.float64), float(state["train_msd"]),
+        int(state["n_iter"] if version_one else state["reduction_n_iter"]),
     )
     stream = None
     if state["stream"] is not None:
+        saved = state["stream"]
         stream = StreamState(
-            np.ascontiguousarray(np.asarray(state["stream"]["centers"], dtype=dtype)),
-            np.asarray(state["stream"]["counts"], dtype=np.float64),
-            int(state["stream"]["n_seen"]),
+            np.ascontiguousarray(np.asarray(saved["centers"], dtype=dtype)),
+            np.asarray(saved["counts"], dtype=np.float64), int(saved["n_seen"]),
+            int(saved.get("n_steps", 0)), float(saved.get("weight_seen", saved["n_seen"])),
         )
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng_state"]
     names = state["feature_names_in"]
-    fitted = Fit(stream, reduction, rng, int(state["n_features_in"]), state["backend"],
-                 None if names is None else np.asarray(names, dtype=object))
-    model._commit(fitted)
+    params = Params.from_hyperparameters(validate_all(model.get_params()))
+    n_iter = None if version_one else state["n_iter"]
+    model._commit(_Fitted(stream, reduction, params, rng, dtype, int(state["n_features_in"]),
+                          None if names is None else np.asarray(names, dtype=object), n_iter))
     return model

@@ -111,7 +111,8 @@ def test_partial_fit_streams_and_matches_fit_on_the_same_batches():
     for start in range(0, len(X), 200):
         km.partial_fit(X[start:start + 200])
     whole = model(mini_batch_size=200).fit(X)
-    np.testing.assert_allclose(km._fit.state.centers, whole._fit.state.centers)
+    np.testing.assert_allclose(km._fitted.state.centers, whole._fitted.state.centers)
+    np.testing.assert_allclose(km.cluster_centers_, whole.cluster_centers_)
     assert km.n_samples_seen_ == len(X)
 
 
@@ -248,3 +249,70 @@ def test_a_list_of_nested_list_batches_streams_like_the_array():
     np.testing.assert_allclose(streamed.cluster_centers_, whole.cluster_centers_, rtol=1e-12)
     rows = model(mini_batch_size=100).fit(X.tolist())  # a list of rows is one table
     np.testing.assert_array_equal(rows.labels_, whole.labels_)
+
+
+def test_partial_fit_only_streams_and_the_reduction_runs_once_when_needed():
+    X, _ = blobs(n=1000)
+    km = model(mini_batch_size=100)
+    for start in range(0, 1000, 100):
+        km.partial_fit(X[start:start + 100])
+        assert km._fitted.reduction is None  # no reduction yet
+    centers = km.cluster_centers_
+    reduction = km._fitted.reduction
+    assert reduction is not None
+    np.testing.assert_array_equal(km.cluster_centers_, centers)
+    assert km._fitted.reduction is reduction  # computed once
+    assert km.n_steps_ == 10 and km.n_samples_seen_ == 1000
+    assert not hasattr(km, "n_iter_")  # partial_fit makes no pass over a whole data set
+
+
+def test_partial_fit_labels_the_chunk_it_was_given():
+    X, _ = blobs(n=600)
+    km = model(mini_batch_size=100).partial_fit(X[:300])
+    chunk = X[300:450].copy()
+    km.partial_fit(chunk)
+    chunk[:] = 0.0  # a reused buffer: labels_ must describe what was given
+    np.testing.assert_array_equal(km.labels_, km.predict(X[300:450]))
+    assert km.inertia_ == pytest.approx(-km.score(X[300:450]))
+
+
+def test_partial_fit_keeps_the_first_dtype():
+    X, _ = blobs(n=400)
+    km = model(mini_batch_size=100).partial_fit(X[:200].astype(np.float32))
+    km.partial_fit(X[200:])  # float64, cast to float32
+    assert km.cluster_centers_.dtype == np.float32
+
+
+def test_n_iter_counts_passes_and_the_reduction_has_its_own():
+    X, _ = blobs()
+    km = model(epochs=3, mini_batch_size=100).fit(X)
+    assert km.n_iter_ == 3  # passes over the data, as scikit-learn's MiniBatchKMeans
+    assert km.n_steps_ == 3 * 6  # mini-batches
+    assert 1 <= km.reduction_n_iter_ <= 300  # Lloyd iterations of the best reduction trial
+
+
+def test_the_docstring_is_the_class_s_own_and_methods_have_numpydoc_sections():
+    import inspect
+
+    source = inspect.getsource(KMeans)
+    assert source.split("\n", 2)[1].strip().startswith('"""SageMaker')
+    for name in ("fit", "partial_fit", "predict", "predict_with_distance", "transform",
+                 "fit_predict", "fit_transform", "score", "evaluate", "save",
+                 "to_sagemaker_hyperparameters", "from_sagemaker_hyperparameters",
+                 "get_feature_names_out"):
+        doc = inspect.getdoc(getattr(KMeans, name))
+        assert "Returns\n-------" in doc, name
+        if inspect.signature(getattr(KMeans, name)).parameters.keys() - {"self", "y"}:
+            assert "Parameters\n----------" in doc, name
+
+
+def test_set_params_backend_after_fit_changes_where_predictions_run():
+    pytest.importorskip("numba")
+    X, _ = blobs()
+    km = model(backend="numba").fit(X)
+    fast = km.predict(X)
+    km.set_params(backend="numpy")
+    np.testing.assert_array_equal(km.predict(X), fast)
+    km.set_params(backend="nope")
+    with pytest.raises(ValueError, match="'backend' parameter"):
+        km.predict(X)

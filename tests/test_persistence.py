@@ -36,7 +36,9 @@ def test_round_trip_predicts_the_same_and_keeps_the_state(tmp_path, dtype):
     model, X = fitted(eval_metrics=["msd", "ssd"])
     model.fit(X.astype(dtype))
     loaded = kmeans_stream.load(model.save(tmp_path / "model.tar.gz"))
-    assert loaded.get_params() == {**model.get_params(), "eval_metrics": ["msd", "ssd"]}
+    # Where a model runs is the loading machine's choice: the backend is not saved.
+    assert loaded.get_params() == {**model.get_params(), "eval_metrics": ["msd", "ssd"],
+                                   "backend": "auto"}
     np.testing.assert_array_equal(loaded.cluster_centers_, model.cluster_centers_)
     assert loaded.cluster_centers_.dtype == dtype
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
@@ -47,9 +49,45 @@ def test_round_trip_predicts_the_same_and_keeps_the_state(tmp_path, dtype):
 def test_partial_fit_goes_on_after_load_as_if_never_saved(tmp_path):
     model, X = fitted()
     loaded = kmeans_stream.load(model.save(tmp_path / "model.tar.gz"))
+    loaded.set_params(backend=model.backend)
     model.partial_fit(X[:100])
     loaded.partial_fit(X[:100])
     np.testing.assert_array_equal(loaded.cluster_centers_, model.cluster_centers_)
+    assert loaded.n_samples_seen_ == model.n_samples_seen_
+    assert loaded.n_steps_ == model.n_steps_
+
+
+def test_a_verbose_fit_does_not_reload_verbose(tmp_path, capsys):
+    model, X = fitted(verbose=True)
+    loaded = kmeans_stream.load(model.save(tmp_path / "model.tar.gz"))
+    capsys.readouterr()
+    assert loaded.verbose is False
+    loaded.partial_fit(X[:100])
+    assert capsys.readouterr().err == ""
+
+
+def test_a_numba_model_loads_and_predicts_where_only_numpy_is(tmp_path):
+    pytest.importorskip("numba")
+    model, X = fitted(backend="numba")
+    path = model.save(tmp_path / "model.tar.gz")
+    np.save(tmp_path / "X.npy", X)
+    # numba, scipy and threadpoolctl cannot be imported in the child: a numpy-only install.
+    code = (
+        "import sys, numpy as np\n"
+        "for name in ('numba', 'scipy', 'threadpoolctl'):\n"
+        "    sys.modules[name] = None\n"
+        "import kmeans_stream\n"
+        f"model = kmeans_stream.load({str(path)!r})\n"
+        f"labels = model.predict(np.load({str(tmp_path / 'X.npy')!r}))\n"
+        "print(model.backend, kmeans_stream.backends.auto_name(), labels.tolist())\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split(" ", 2)
+    assert out[:2] == ["auto", "numpy"]
+    assert out[2].strip() == str(model.predict(X).tolist())
 
 
 def test_load_a_sagemaker_training_output():

@@ -1,51 +1,127 @@
-"""The backend registry: name -> "module:Class", imported only when asked for.
+"""The one registry of backends: name -> where it lives -> the extra that installs it.
 
-Compute backends run the kernels of `kmeans_stream.backends.numpy.NumpyKernels` on arrays; the
-algorithm drives them. Remote trainers (a SageMaker job, a dask cluster) run a whole fit and
-live behind their own interface.
+The hyperparameter table (valid names), ``backend="auto"``, the error texts and the extras of
+pyproject.toml (checked by a test) all read `REGISTRY`. A backend is one module plus one
+`register` line; modules are imported only when a backend is asked for, so importing
+kmeans_stream imports none of their dependencies.
+
+Two kinds (`kmeans_stream.backends.base`): ``compute`` backends provide `Kernels` that the local
+algorithm drives; ``trainer`` backends run a whole fit elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 from typing import Any
 
-COMPUTE_BACKENDS: dict[str, str] = {
-    "numpy": "kmeans_stream.backends.numpy:NumpyKernels",
-    "numba": "kmeans_stream.backends.numba:NumbaKernels",
-}
-
-# Extras that install each backend's dependency, for the error message.
-_EXTRA = {"numba": "numba", "cupy": "gpu", "sagemaker": "sagemaker", "dask": "dask"}
+__all__ = ["REGISTRY", "Backend", "auto_name", "load", "lookup", "names", "register"]
 
 
-def resolve_backend(name: str) -> str:
-    """The concrete backend for `name`: 'auto' is numba where it is installed, else numpy."""
+@dataclass(frozen=True)
+class Backend:
+    """One registry line.
+
+    Attributes
+    ----------
+    name : str
+        The value of the ``backend`` hyperparameter.
+    kind : {"compute", "trainer"}
+    target : str
+        ``"module:Class"``; the class is instantiated without arguments.
+    requires : tuple of str
+        Modules that must be importable (their import names).
+    extra : str or None
+        The pip extra of kmeans-stream that installs them; pyproject.toml's extra of that name
+        lists `packages` (a test checks it).
+    packages : tuple of str
+        The distributions that extra installs; by default the names of `requires`.
+    auto : bool
+        Whether ``backend="auto"`` may pick it; among those installed, the first registered
+        wins, so fast backends are registered before the reference.
+    """
+
+    name: str
+    kind: str
+    target: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    auto: bool = False
+    packages: tuple[str, ...] | None = None
+
+    def distributions(self) -> tuple[str, ...]:
+        """The pip distributions the backend's extra must install."""
+        return self.requires if self.packages is None else self.packages
+
+    def missing(self) -> list[str]:
+        """The required modules that cannot be imported here."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def install_hint(self) -> str:
+        """The pip command that installs what this backend needs."""
+        return f"pip install 'kmeans-stream[{self.extra}]'" if self.extra else "pip install"
+
+
+REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    """Add (or replace) a registry line; returns it."""
+    if backend.kind not in ("compute", "trainer"):
+        raise ValueError(f"backend kind must be 'compute' or 'trainer'; got {backend.kind!r}")
+    REGISTRY[backend.name] = backend
+    return backend
+
+
+register(Backend("numba", "compute", "kmeans_stream.backends.numba:NumbaKernels",
+                 requires=("numba", "scipy", "threadpoolctl"), extra="numba", auto=True))
+register(Backend("numpy", "compute", "kmeans_stream.backends.numpy:NumpyKernels", auto=True))
+
+
+def names() -> tuple[str, ...]:
+    """Every valid value of the ``backend`` hyperparameter: 'auto' and the registered names."""
+    return ("auto", *REGISTRY)
+
+
+def auto_name() -> str:
+    """The backend 'auto' stands for here: the first registered auto backend that is installed."""
+    return next(b.name for b in REGISTRY.values() if b.auto and not b.missing())
+
+
+def lookup(name: str) -> Backend:
+    """The registry line of `name` ('auto' resolved first).
+
+    Raises
+    ------
+    ValueError
+        For a name no backend has; the message lists the known names.
+    """
     if name == "auto":
-        return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
-    return name
+        name = auto_name()
+    if name not in REGISTRY:
+        raise ValueError(
+            f"Unknown backend {name!r}; the known backends are {', '.join(map(repr, names()))}."
+        )
+    return REGISTRY[name]
 
 
-def get_kernels(name: str) -> Any:
-    """An instance of the compute backend `name` ('auto' resolved first).
+def load(name: str) -> Any:
+    """An instance of backend `name` ('auto' resolved first), its dependencies imported.
 
     Raises
     ------
     ImportError
-        The backend's dependency is missing; the message says which extra installs it.
+        A known backend whose dependencies are not installed; the message gives the pip
+        command that installs them.
     ValueError
-        The backend is not a compute backend of this version.
+        An unknown backend.
     """
-    name = resolve_backend(name)
-    if name not in COMPUTE_BACKENDS:
-        raise ValueError(
-            f"backend={name!r} is not available in this version of kmeans_stream; "
-            f"available: {sorted(COMPUTE_BACKENDS)} or 'auto'."
-        )
-    module_name, class_name = COMPUTE_BACKENDS[name].split(":")
-    if name != "numpy" and importlib.util.find_spec(name) is None:
+    backend = lookup(name)
+    missing = backend.missing()
+    if missing:
         raise ImportError(
-            f"backend={name!r} needs {name}: pip install 'kmeans-stream[{_EXTRA[name]}]'"
+            f"backend={backend.name!r} needs {', '.join(missing)}: {backend.install_hint()}"
         )
+    module_name, class_name = backend.target.split(":")
     return getattr(importlib.import_module(module_name), class_name)()

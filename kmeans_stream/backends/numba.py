@@ -1,12 +1,12 @@
-"""JIT kernels for the CPU: the interface of `kmeans_stream.backends.numpy`, compiled with numba.
+"""JIT kernels for the CPU: `kmeans_stream.backends.base.Kernels`, compiled with numba.
 
-The compiled functions live in `kmeans_stream.backends._numba_assign` (assignment, streaming,
-Lloyd) and `kmeans_stream.backends._numba_seed` (k-means++), all ``cache=True``, so a new process
-loads them from disk instead of compiling. This class checks and allocates; the kernels fill.
-``X`` keeps its dtype (float32 or float64) throughout; counts, weights and losses are float64.
-An IN array that is not C-contiguous, or centers of another dtype, are copied once; an INOUT
-array (``centers``, ``counts`` of `stream_batches`) must already have the right dtype and be
-C-contiguous, since the update happens in place.
+The compiled functions all live in `kmeans_stream.backends._numba_kernels` (one module, so that
+numba's on-disk cache can never mix an edited kernel with a stale caller), ``cache=True``, so a
+new process loads them from disk instead of compiling. This class checks its arguments and owns
+the workspace; the kernels fill. ``X`` keeps its dtype (float32 or float64) throughout; counts,
+weights and losses are float64. An IN array that is not C-contiguous, or centers of another
+dtype, are copied once; an OUT or INOUT array must already have the right dtype and be
+C-contiguous, since it is written in place.
 
 The matrix-product tiles call BLAS from inside the parallel loop, so BLAS itself is held to one
 thread while a kernel runs (threadpoolctl): the parallelism is numba's, one tile per worker.
@@ -25,9 +25,9 @@ from contextlib import contextmanager, nullcontext
 import numba
 import numpy as np
 
-from . import _numba_assign as _k
-from . import _numba_seed as _seed
-from .numpy import PLAIN_PROPOSALS, plain_max_pending
+from . import _numba_kernels as _k
+from .base import PLAIN_PROPOSALS, plain_max_pending
+from .numpy import too_few_points
 
 _BLAS_LOCK = threading.Lock()
 _BLAS_STATE: dict = {"libraries": None, "users": 0, "saved": []}
@@ -70,6 +70,10 @@ def _single_threaded_blas():
                     lib.set_num_threads(n_threads)
 
 
+_NONE = np.empty(0, dtype=np.float64)  # "no weights" / "no distances" for the kernels
+_NO_ORDER = np.empty(0, dtype=np.intp)
+
+
 def _check_X(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X)
     if X.dtype not in (np.float32, np.float64) or X.ndim != 2:
@@ -80,12 +84,25 @@ def _check_X(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X)
 
 
-def _check_inout(name: str, array: np.ndarray, dtype: np.dtype) -> None:
-    if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable:
+def _check_out(name: str, array: np.ndarray, dtypes: tuple, shape: tuple) -> None:
+    """An OUT or INOUT array is written in place: right dtype and shape, C-contiguous."""
+    if (array.dtype not in dtypes or array.shape != shape or not array.flags.c_contiguous
+            or not array.flags.writeable):
+        wanted = " or ".join(str(np.dtype(t)) for t in dtypes)
         raise ValueError(
-            f"{name} is updated in place and must be a writeable C-contiguous {np.dtype(dtype)} "
-            f"array; got {array.dtype}, C-contiguous={array.flags.c_contiguous}."
+            f"{name} is written in place and must be a writeable C-contiguous {wanted} array "
+            f"of shape {shape}; got {array.dtype} {array.shape}, "
+            f"C-contiguous={array.flags.c_contiguous}."
         )
+
+
+def _weights(weights: np.ndarray | None, n_rows: int) -> np.ndarray:
+    if weights is None:
+        return _NONE
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    if weights.shape != (n_rows,):
+        raise ValueError(f"weights must have shape ({n_rows},); got {weights.shape}.")
+    return weights
 
 
 def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -96,26 +113,23 @@ def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return uniforms
 
 
-def _all_seeded(indices: np.ndarray, done: int) -> np.ndarray:
-    """The indices, once a seeding kernel's `done` steps are all of them."""
-    if done < len(indices):
-        raise ValueError(
-            f"k-means++ found only {done} distinct weighted points for {len(indices)} centers"
-        )
-    return indices
-
-
 class _Workspace:
-    """Per-call scratch: one tile and one set of partial sums per worker, allocated once."""
+    """Scratch for one shape of work: one tile and one set of partial sums per worker.
 
-    def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int,
-                 accumulate: bool = True, distances: bool = True) -> None:
+    Made once per fit (or predict call) by `NumbaKernels.workspace` and reused by every call:
+    labels and distances for up to `rows` rows, and gather buffers of `rows` rows, made on first
+    use, for batches visited in a given order.
+    """
+
+    def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int) -> None:
         n_workers = numba.get_num_threads()
         dtype = np.dtype(dtype)
         most = 2 ** (np.finfo(dtype).nmant + 1)  # labels travel as float codes, exact up to it
         if n_centers > most:
             raise ValueError(f"backend='numba' takes at most {most} centers for {dtype} data; "
                              f"got {n_centers}.")
+        self.key = (dtype, n_centers, n_features)
+        self.rows = rows
         width = _k.blocked_width(n_centers, n_features)
         self.gemm = width == 0
         # The blocked kernel's width travels as a tuple's length: a compile-time constant.
@@ -126,11 +140,28 @@ class _Workspace:
             (n_workers, _k.scratch_size(n_centers, width, dtype.itemsize)), dtype=dtype
         )
         self.labels = np.empty(rows, dtype=np.intp)
-        self.sq_dist = np.empty(rows if distances else 0, dtype=np.float64)
-        shape = (n_workers, n_centers) if accumulate else (0, 0)
-        self.sums = np.empty((*shape, n_features), dtype=np.float64)
-        self.mass = np.empty(shape, dtype=np.float64)
+        self.sq_dist = np.empty(rows, dtype=np.float64)
+        self.sums = np.empty((n_workers, n_centers, n_features), dtype=np.float64)
+        self.mass = np.empty((n_workers, n_centers), dtype=np.float64)
         self.losses = np.empty(n_workers, dtype=np.float64)
+        self._gather: tuple[np.ndarray, np.ndarray] | None = None
+
+    def check(self, X: np.ndarray, centers: np.ndarray, rows: int) -> None:
+        """The workspace was made for this dtype, these centers and at least `rows` rows."""
+        key = (X.dtype, centers.shape[0], X.shape[1])
+        if key != self.key or rows > self.rows:
+            raise ValueError(
+                f"this workspace was made for (dtype, n_centers, n_features) = {self.key} and "
+                f"{self.rows} rows; the call has {key} and {rows} rows."
+            )
+
+    def gather_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, n_features) and (rows,) buffers that a batch visited in order is copied to."""
+        if self._gather is None:
+            dtype, _, n_features = self.key
+            self._gather = (np.empty((self.rows, n_features), dtype=dtype),
+                            np.empty(self.rows, dtype=np.float64))
+        return self._gather
 
     def buffers(self) -> tuple:
         """The arguments every assigning kernel takes after the centers, up to the labels."""
@@ -141,96 +172,126 @@ class _Workspace:
 
 
 class NumbaKernels:
-    """The kernel interface of `kmeans_stream.backends.numpy.NumpyKernels`, JIT-compiled."""
+    """`kmeans_stream.backends.base.Kernels`, JIT-compiled for the CPU."""
 
     name = "numba"
 
-    def assign_labels(self, X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest center of each row: (labels intp, squared distance float64)."""
-        X = _check_X(X)
-        centers = np.ascontiguousarray(centers, dtype=X.dtype)
-        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0], accumulate=False)
-        with ws.blas_context():
-            _k.assign_labels(X, centers, *ws.buffers(), ws.labels, ws.sq_dist, ws.losses)
-        return ws.labels, ws.sq_dist
+    def asarray(self, A, dtype=None) -> np.ndarray:
+        """`A` as a C-contiguous numpy array (no copy where it already is one)."""
+        return np.ascontiguousarray(A, dtype=dtype)
 
-    def nearest(self, X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> bool:
-        """OUT labels: nearest center of each row, without distances; False if a row of X is
-        not finite (its scores were not)."""
-        X = _check_X(X)
-        if labels.shape != (X.shape[0],) or labels.dtype not in (np.int32, np.int64):
-            raise ValueError(f"labels must be int32 or int64 of shape ({X.shape[0]},); got "
-                             f"{labels.dtype} {labels.shape}.")
-        _check_inout("labels", labels, labels.dtype)
-        centers = np.ascontiguousarray(centers, dtype=X.dtype)
-        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], 0, accumulate=False,
-                        distances=False)
-        with ws.blas_context():
-            total = _k.assign_labels(X, centers, *ws.buffers(), labels, ws.sq_dist, ws.losses)
-        return bool(np.isfinite(total))
+    def to_numpy(self, A) -> np.ndarray:
+        """`A` itself: the CPU backend's arrays are numpy arrays."""
+        return np.asarray(A)
 
-    def transform(self, X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-        """Euclidean distance of each row to each center: (n_samples, n_centers), X's dtype."""
+    def empty(self, shape, dtype, like) -> np.ndarray:
+        """An uninitialised numpy array."""
+        return np.empty(shape, dtype=dtype)
+
+    def workspace(self, dtype, n_centers: int, n_features: int, max_rows: int) -> _Workspace:
+        """Per-worker tiles, partial sums and label buffers, made once and reused."""
+        return _Workspace(np.dtype(dtype), int(n_centers), int(n_features), int(max_rows))
+
+    def _workspace_for(self, workspace, X, centers, rows) -> _Workspace:
+        if workspace is None:
+            return self.workspace(X.dtype, centers.shape[0], X.shape[1], rows)
+        workspace.check(X, centers, rows)
+        return workspace
+
+    def assign(self, X, centers, labels, sq_dist, workspace=None) -> float:
+        """OUT labels (int32 or intp) and sq_dist (float64, or None): nearest center of each
+        row. Returns the sum of sq_dist, or of the ranking scores without it (not finite iff a
+        row of X is not). A workspace of None makes one for this call."""
+        X = _check_X(X)
+        n = X.shape[0]
+        _check_out("labels", labels, (np.int32, np.intp), (n,))
+        if sq_dist is None:
+            sq_dist = _NONE
+        else:
+            _check_out("sq_dist", sq_dist, (np.float64,), (n,))
+        centers = np.ascontiguousarray(centers, dtype=X.dtype)
+        ws = self._workspace_for(workspace, X, centers, 0)
+        with ws.blas_context():
+            total = _k.assign_labels(X, centers, *ws.buffers(), labels, sq_dist, ws.losses)
+        return float(total)
+
+    def transform(self, X, centers, out) -> None:
+        """OUT out (n_samples, n_centers), X's dtype: Euclidean distance to each center."""
         X = _check_X(X)
         centers = np.ascontiguousarray(centers, dtype=X.dtype)
-        out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
+        _check_out("out", out, (X.dtype,), (X.shape[0], centers.shape[0]))
         _k.transform(X, centers, out)
-        return out
 
-    def stream_batches(
-        self,
-        X: np.ndarray,
-        batch_size: int,
-        centers: np.ndarray,
-        counts: np.ndarray,
-        half_life: int,
-    ) -> None:
-        """SageMaker's streaming update over `X` in mini-batches; INOUT centers and counts."""
+    def stream_batches(self, X, weights, order, batch_size, centers, counts, half_life,
+                       workspace=None) -> None:
+        """SageMaker's streaming update over X in mini-batches; INOUT centers and counts."""
         X = _check_X(X)
-        _check_inout("centers", centers, X.dtype)
-        _check_inout("counts", counts, np.float64)
+        n, d = X.shape
+        _check_out("centers", centers, (X.dtype,), (centers.shape[0], d))
+        _check_out("counts", counts, (np.float64,), (centers.shape[0],))
         batch_size = int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], min(batch_size, X.shape[0]),
-                        distances=False)
+        weights = _weights(weights, n)
+        ws = self._workspace_for(workspace, X, centers, min(batch_size, n))
+        if order is None:
+            order, (gX, gw) = _NO_ORDER, (X[:0], _NONE)
+        else:
+            order = np.ascontiguousarray(order, dtype=np.intp)
+            if order.shape != (n,) or (n and not 0 <= order.min() <= order.max() < n):
+                raise ValueError(f"order must hold {n} row indices of X; got {order.shape}.")
+            gX, gw = ws.gather_buffers()
         with ws.blas_context():
             _k.stream_batches(
-                X, batch_size, centers, counts, float(half_life), *ws.buffers(), ws.labels,
-                ws.sums, ws.mass, ws.losses,
+                X, weights, order, batch_size, centers, counts, float(half_life), *ws.buffers(),
+                ws.labels, ws.sums, ws.mass, ws.losses, gX, gw,
             )
 
-    def kmeanspp(
-        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
-    ) -> np.ndarray:
-        """Greedy weighted k-means++ seeding in X's dtype; the row indices of the chosen centers."""
+    def lloyd(self, X, weights, centers, max_iter: int, tol: float,
+              workspace=None) -> tuple[float, int]:
+        """Weighted Lloyd from centers (INOUT): (weighted loss, iterations)."""
         X = _check_X(X)
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        _check_out("centers", centers, (X.dtype,), (centers.shape[0], X.shape[1]))
+        weights = _weights(weights, X.shape[0])
+        ws = self._workspace_for(workspace, X, centers, X.shape[0])
+        with ws.blas_context():
+            loss, n_iter = _k.lloyd(
+                X, weights, centers, int(max_iter), float(tol), *ws.buffers(), ws.labels,
+                ws.sq_dist, ws.sums, ws.mass, ws.losses,
+            )
+        return float(loss), int(n_iter)
+
+    def kmeanspp(self, X, weights, uniforms, indices) -> None:
+        """Greedy weighted k-means++ seeding in X's dtype; OUT indices (intp)."""
+        X = _check_X(X)
+        n_centers = len(indices)
+        _check_out("indices", indices, (np.intp,), (n_centers,))
+        weights = _unit(_weights(weights, X.shape[0]), X.shape[0])
         uniforms = _check_uniforms(uniforms, (n_centers, max(1, np.shape(uniforms)[-1])))
         n = X.shape[0]
         n_cand = uniforms.shape[1]
         n_workers = numba.get_num_threads()
-        indices = np.empty(n_centers, dtype=np.intp)
-        done = _seed.kmeanspp(
+        done = _k.kmeanspp(
             X, weights, uniforms, indices,
             np.empty((X.shape[1], n_centers), dtype=X.dtype),
             np.empty(n, dtype=np.float64),
             np.empty(n, dtype=np.int32),
-            np.empty(-(-n // _seed.PP_BLOCK), dtype=np.float64),
+            np.empty(-(-n // _k.PP_BLOCK), dtype=np.float64),
             np.empty((n_cand, n_centers), dtype=X.dtype),
             np.empty((n_cand + 1, n_centers), dtype=np.bool_),
             np.empty(n_centers, dtype=np.float64),
             np.empty((n_workers, n_cand), dtype=np.float64),
             np.empty((n_workers, n_centers), dtype=np.float64),
         )
-        return _all_seeded(indices, done)
+        if done < n_centers:
+            raise too_few_points(done, n_centers)
 
-    def kmeanspp_plain(
-        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
-    ) -> np.ndarray:
+    def kmeanspp_plain(self, X, weights, uniforms, indices) -> None:
         """Plain weighted k-means++ drawn lazily, by NumpyKernels.kmeanspp_plain's rules."""
         X = _check_X(X)
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        n_centers = len(indices)
+        _check_out("indices", indices, (np.intp,), (n_centers,))
+        weights = _unit(_weights(weights, X.shape[0]), X.shape[0])
         uniforms = _check_uniforms(uniforms, (n_centers, 2 * PLAIN_PROPOSALS))
         n, d = X.shape
         max_pending = plain_max_pending(n)
@@ -245,9 +306,8 @@ class NumbaKernels:
         scratch = n_workers * max(
             _k.scratch_size(blocked, width, X.itemsize) if width else 0, gemm
         )
-        indices = np.empty(n_centers, dtype=np.intp)
         with _single_threaded_blas():
-            done = _seed.kmeanspp_plain(
+            done = _k.kmeanspp_plain(
                 X, weights, uniforms, indices, PLAIN_PROPOSALS, max_pending,
                 np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64),
                 np.empty((max_pending, d), dtype=X.dtype), np.empty(max_pending, dtype=X.dtype),
@@ -255,24 +315,10 @@ class NumbaKernels:
                 (0,) * width, np.empty(n, dtype=np.intp), np.empty(n, dtype=np.float64),
                 np.empty(n_workers, dtype=np.float64),
             )
-        return _all_seeded(indices, done)
+        if done < n_centers:
+            raise too_few_points(done, n_centers)
 
-    def lloyd(
-        self,
-        X: np.ndarray,
-        weights: np.ndarray,
-        centers: np.ndarray,
-        max_iter: int,
-        tol: float,
-    ) -> tuple[np.ndarray, float, int]:
-        """Weighted Lloyd from `centers` (not modified): (centers, weighted loss, n_iter)."""
-        X = _check_X(X)
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
-        centers = np.array(centers, dtype=X.dtype, order="C")
-        ws = _Workspace(X.dtype, centers.shape[0], X.shape[1], X.shape[0])
-        with ws.blas_context():
-            loss, n_iter = _k.lloyd(
-                X, weights, centers, int(max_iter), float(tol), *ws.buffers(), ws.labels,
-                ws.sq_dist, ws.sums, ws.mass, ws.losses,
-            )
-        return centers, float(loss), int(n_iter)
+
+def _unit(weights: np.ndarray, n_rows: int) -> np.ndarray:
+    """The seeding kernels read a weight per row: ones where none were given."""
+    return np.ones(n_rows) if weights.shape[0] == 0 else weights

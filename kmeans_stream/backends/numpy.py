@@ -1,193 +1,197 @@
 """The reference kernels: plain numpy, obvious rather than fast, always there.
 
-Every compute backend provides the same six kernels with the same arguments; the algorithm
-(`kmeans_stream.algorithm`) is written once against them, and the tests compare each fast
-backend with this one. Random numbers are drawn by the algorithm and handed in, so every backend
-consumes the same stream and the same seed gives the same centers.
-
-Arrays: ``X`` is a C-contiguous float32 or float64 ``(n_samples, n_features)``; ``centers`` has
-the dtype of ``X``; ``counts`` and ``weights`` are float64.
+This is the executable form of the contract in `kmeans_stream.backends.base`: every other
+compute backend is tested equal to it on fresh random inputs. Temporaries are numpy's own, one
+tile of rows at a time, so its workspace is empty.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from .base import PLAIN_PROPOSALS, decay_factor, plain_max_pending
 
 # Rows per distance tile: never an n_samples x K matrix for a whole dataset.
 _TILE_ROWS = 4096
-# Plain (lazy) k-means++: proposals per step, the last one after a refresh, so always taken; the
-# uniforms per step are two per proposal.
-PLAIN_PROPOSALS = 4
-# Centers chosen since the last refresh, at most (and at most an eighth of the rows).
-PLAIN_MAX_PENDING = 1024
 
 
 class NumpyKernels:
-    """The numpy reference implementation of the kernel interface."""
+    """The numpy reference implementation of `kmeans_stream.backends.base.Kernels`."""
 
     name = "numpy"
 
-    def assign_labels(self, X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest center of each row.
+    def asarray(self, A: Any, dtype: Any = None) -> np.ndarray:
+        """`A` as a C-contiguous numpy array (no copy where it already is one)."""
+        return np.ascontiguousarray(A, dtype=dtype)
+
+    def to_numpy(self, A: Any) -> np.ndarray:
+        """`A` itself: numpy arrays live on the host."""
+        return np.asarray(A)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any, like: Any) -> np.ndarray:
+        """An uninitialised numpy array."""
+        return np.empty(shape, dtype=dtype)
+
+    def workspace(self, dtype: Any, n_centers: int, n_features: int, max_rows: int) -> None:
+        """None: the reference keeps one tile of numpy temporaries at a time."""
+        return None
+
+    def assign(self, X: np.ndarray, centers: np.ndarray, labels: np.ndarray,
+               sq_dist: np.ndarray | None, workspace: Any = None) -> float:
+        """Nearest center of each row (see `Kernels.assign`).
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features), IN
         centers : ndarray of shape (n_centers, n_features), IN
+        labels : ndarray of shape (n_samples,), int32 or intp, OUT
+        sq_dist : ndarray of shape (n_samples,), float64, OUT, or None
+        workspace : None
 
         Returns
         -------
-        labels : ndarray of shape (n_samples,), intp
-        sq_dist : ndarray of shape (n_samples,), float64
-            Squared Euclidean distance to that center.
+        total : float
+            Sum of the squared distances: not finite iff a row of X is not.
         """
-        n = X.shape[0]
-        labels = np.empty(n, dtype=np.intp)
-        sq_dist = np.empty(n, dtype=np.float64)
         c64 = centers.astype(np.float64)
         c_norms = np.einsum("ij,ij->i", c64, c64)
-        for start in range(0, n, _TILE_ROWS):
-            tile = _sq_distances(X[start:start + _TILE_ROWS], c64, c_norms)
-            best = np.argmin(tile, axis=1)
-            labels[start:start + len(best)] = best
-            sq_dist[start:start + len(best)] = tile[np.arange(len(best)), best]
-        return labels, sq_dist
-
-    def nearest(self, X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> bool:
-        """Nearest center of each row, without distances (the kernel behind predict).
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_samples, n_features), IN
-        centers : ndarray of shape (n_centers, n_features), IN
-        labels : ndarray of shape (n_samples,), int32 or int64, OUT
-
-        Returns
-        -------
-        finite : bool
-            False when some row's distances are not finite (NaN or infinity in X).
-        """
         total = 0.0
-        with np.errstate(invalid="ignore", over="ignore"):
-            for start in range(0, X.shape[0], _TILE_ROWS):  # temporaries: one tile's
-                found, sq_dist = self.assign_labels(X[start:start + _TILE_ROWS], centers)
-                labels[start:start + len(found)] = found
-                total += float(sq_dist.sum())
-        return bool(np.isfinite(total))
+        with np.errstate(invalid="ignore", over="ignore"):  # a bad row shows in the total
+            for start in range(0, X.shape[0], _TILE_ROWS):
+                tile = _sq_distances(X[start:start + _TILE_ROWS], c64, c_norms)
+                best = np.argmin(tile, axis=1)
+                nearest = tile[np.arange(len(best)), best]
+                labels[start:start + len(best)] = best
+                if sq_dist is not None:
+                    sq_dist[start:start + len(best)] = nearest
+                total += float(nearest.sum())
+        return total
 
-    def transform(self, X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-        """Euclidean distance of each row to each center, (n_samples, n_centers), X's dtype."""
-        out = np.empty((X.shape[0], centers.shape[0]), dtype=X.dtype)
+    def transform(self, X: np.ndarray, centers: np.ndarray, out: np.ndarray) -> None:
+        """OUT out (n_samples, n_centers), X's dtype: Euclidean distance to each center."""
         c64 = centers.astype(np.float64)
         c_norms = np.einsum("ij,ij->i", c64, c64)
         for start in range(0, X.shape[0], _TILE_ROWS):
             tile = _sq_distances(X[start:start + _TILE_ROWS], c64, c_norms)
             out[start:start + len(tile)] = np.sqrt(tile)
-        return out
 
     def stream_batches(
-        self,
-        X: np.ndarray,
-        batch_size: int,
-        centers: np.ndarray,
-        counts: np.ndarray,
-        half_life: int,
+        self, X: np.ndarray, weights: np.ndarray | None, order: np.ndarray | None,
+        batch_size: int, centers: np.ndarray, counts: np.ndarray, half_life: float,
+        workspace: Any = None,
     ) -> None:
-        """Run SageMaker's streaming update over `X` cut into mini-batches of `batch_size` rows.
-
-        Per batch of m rows and per center j with m_j new points of mean d_j:
-        n_j <- decay * n_j; p_j = m_j / (n_j + m_j); c_j <- (1 - p_j) c_j + p_j d_j;
-        n_j <- n_j + m_j, with decay = 2 ** (-m / half_life) (1 when half_life is 0).
-        This is the exact running (decayed) mean of the points each center has received.
+        """SageMaker's streaming update over X in mini-batches (see `Kernels.stream_batches`).
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features), IN
+        weights : ndarray of shape (n_samples,), float64, IN, or None
+        order : ndarray of shape (n_samples,), intp, IN, or None
         batch_size : int, IN
         centers : ndarray of shape (n_centers, n_features), INOUT
         counts : ndarray of shape (n_centers,), float64, INOUT
-        half_life : int, IN
+        half_life : float, IN
+        workspace : None
         """
+        labels = np.empty(min(batch_size, X.shape[0]), dtype=np.intp)
         for start in range(0, X.shape[0], batch_size):
-            batch = X[start:start + batch_size]
-            labels, _ = self.assign_labels(batch, centers)
-            _update_centers(batch, labels, centers, counts, _decay(len(batch), half_life))
+            rows = slice(start, start + batch_size) if order is None else \
+                order[start:start + batch_size]
+            batch = X[rows]
+            w = None if weights is None else weights[rows]
+            self.assign(batch, centers, labels[:len(batch)], None)
+            update_centers(batch, w, labels[:len(batch)], centers, counts, half_life)
 
-    def kmeanspp(
-        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
-    ) -> np.ndarray:
-        """Greedy weighted k-means++ seeding; returns the row indices of the chosen centers.
+    def lloyd(
+        self, X: np.ndarray, weights: np.ndarray | None, centers: np.ndarray, max_iter: int,
+        tol: float, workspace: Any = None,
+    ) -> tuple[float, int]:
+        """Weighted Lloyd from centers (INOUT) until the weighted loss changes by at most tol.
 
-        Each step draws ``uniforms.shape[1]`` candidates with probability proportional to
-        weight x squared distance to the nearest chosen center, and keeps the candidate that
-        lowers the weighted potential most (scikit-learn's greedy form; one candidate per step
-        is plain k-means++). The first center is drawn with probability proportional to weight.
+        Returns
+        -------
+        loss : float
+            Weighted sum of squared distances of X to the returned centers.
+        n_iter : int
+        """
+        labels = np.empty(X.shape[0], dtype=np.intp)
+        sq_dist = np.empty(X.shape[0], dtype=np.float64)
+        w = np.ones(X.shape[0]) if weights is None else weights
+        self.assign(X, centers, labels, sq_dist)
+        loss = float(w @ sq_dist)
+        n_iter = 0
+        for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
+            sums, mass = weighted_sums(X, labels, weights, len(centers))
+            filled = mass > 0  # an empty cluster keeps its center
+            centers[filled] = sums[filled] / mass[filled, None]
+            self.assign(X, centers, labels, sq_dist)
+            previous, loss = loss, float(w @ sq_dist)
+            if previous - loss <= tol * previous:
+                break
+        return loss, n_iter
+
+    def kmeanspp(self, X: np.ndarray, weights: np.ndarray | None, uniforms: np.ndarray,
+                 indices: np.ndarray) -> None:
+        """Greedy weighted k-means++ seeding (see `Kernels.kmeanspp`).
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features), IN
-        weights : ndarray of shape (n_samples,), float64, IN
-        n_centers : int, IN
+        weights : ndarray of shape (n_samples,), float64, IN, or None
         uniforms : ndarray of shape (n_centers, n_candidates), float64 in [0, 1), IN
-
-        Returns
-        -------
-        indices : ndarray of shape (n_centers,), intp
+        indices : ndarray of shape (n_centers,), intp, OUT
         """
+        n_centers = len(indices)
+        _check_uniforms(uniforms, (n_centers, max(1, uniforms.shape[-1])))
+        w = np.ones(X.shape[0]) if weights is None else weights
         X64 = X.astype(np.float64)
         x_norms = np.einsum("ij,ij->i", X64, X64)
-        indices = np.empty(n_centers, dtype=np.intp)
-        indices[0] = _draw(np.cumsum(weights), uniforms[0, :1])[0]
+        indices[0] = _draw(np.cumsum(w), uniforms[0, :1])[0]
         closest = _sq_to_point(X64, x_norms, indices[0])
         for step in range(1, n_centers):
-            cumulative = np.cumsum(weights * closest)
+            cumulative = np.cumsum(w * closest)
             if cumulative[-1] <= 0.0:
-                raise ValueError(
-                    f"k-means++ found only {step} distinct weighted points for {n_centers} centers"
-                )
-            candidates = _draw(cumulative, uniforms[step])
+                raise too_few_points(step, n_centers)
             best_potential, best = np.inf, -1
-            for cand in candidates:
+            for cand in _draw(cumulative, uniforms[step]):
                 trial = np.minimum(closest, _sq_to_point(X64, x_norms, cand))
-                potential = float(weights @ trial)
+                potential = float(w @ trial)
                 if potential < best_potential:
                     best_potential, best, best_closest = potential, cand, trial
             indices[step] = best
             closest = best_closest
-        return indices
 
-    def kmeanspp_plain(
-        self, X: np.ndarray, weights: np.ndarray, n_centers: int, uniforms: np.ndarray
-    ) -> np.ndarray:
+    def kmeanspp_plain(self, X: np.ndarray, weights: np.ndarray | None, uniforms: np.ndarray,
+                       indices: np.ndarray) -> None:
         """Plain weighted k-means++ (one candidate per step), drawn lazily by rejection.
 
         Exactly k-means++'s draw, probability proportional to weight x D (D: squared distance to
         the nearest chosen center), without a pass over X per center. D is refreshed for a whole
-        group of new centers at once (one pass, a matrix product); in between, a row is proposed
-        from the stale D of the last refresh (an upper bound) and accepted with probability
-        D_now / D_stale, D_now computed for that row only against the centers chosen since.
+        group of new centers at once (one pass); in between, a row is proposed from the stale D
+        of the last refresh (an upper bound) and accepted with probability D_now / D_stale,
+        D_now computed for that row only against the centers chosen since.
 
         A refresh comes before a proposal when centers are pending and either
         `plain_max_pending` of them are, or more proposals than acceptances were made since the
         last refresh (acceptance below 1/2), and always before a step's last proposal, which is
-        then taken. Both backends follow these rules, so they consume the same uniforms.
+        then taken. Every backend follows these rules, so all consume the same uniforms.
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features), IN
-        weights : ndarray of shape (n_samples,), float64, IN
-        n_centers : int, IN
+        weights : ndarray of shape (n_samples,), float64, IN, or None
         uniforms : ndarray of shape (n_centers, 2 * PLAIN_PROPOSALS), float64 in [0, 1), IN
             Step s's proposal r uses uniforms[s, 2r] to draw and uniforms[s, 2r + 1] to accept.
-
-        Returns
-        -------
-        indices : ndarray of shape (n_centers,), intp
+        indices : ndarray of shape (n_centers,), intp, OUT
         """
+        n_centers = len(indices)
+        _check_uniforms(uniforms, (n_centers, 2 * PLAIN_PROPOSALS))
+        w = np.ones(X.shape[0]) if weights is None else weights
         X64 = X.astype(np.float64)
         max_pending = plain_max_pending(len(X64))
-        indices = np.empty(n_centers, dtype=np.intp)
-        indices[0] = _draw(np.cumsum(weights), uniforms[0, :1])[0]
+        indices[0] = _draw(np.cumsum(w), uniforms[0, :1])[0]
         closest = np.full(len(X64), np.inf)
         pending = [int(indices[0])]
         tried = taken = 0
@@ -197,11 +201,10 @@ class NumpyKernels:
                                 or r == PLAIN_PROPOSALS - 1 or step == 1):
                     for c in pending:  # the refresh
                         np.minimum(closest, ((X64 - X64[c]) ** 2).sum(axis=1), out=closest)
-                    cumulative = np.cumsum(weights * closest)
+                    cumulative = np.cumsum(w * closest)
                     pending, tried, taken = [], 0, 0
                 if cumulative[-1] <= 0.0:
-                    raise ValueError(f"k-means++ found only {step} distinct weighted points "
-                                     f"for {n_centers} centers")
+                    raise too_few_points(step, n_centers)
                 i = int(_draw(cumulative, uniforms[step, 2 * r:2 * r + 1])[0])
                 now = min([closest[i]] + [float(((X64[i] - X64[c]) ** 2).sum()) for c in pending])
                 tried += 1
@@ -210,51 +213,18 @@ class NumpyKernels:
                     pending.append(i)
                     taken += 1
                     break
-        return indices
-
-    def lloyd(
-        self,
-        X: np.ndarray,
-        weights: np.ndarray,
-        centers: np.ndarray,
-        max_iter: int,
-        tol: float,
-    ) -> tuple[np.ndarray, float, int]:
-        """Weighted Lloyd from `centers` until the weighted loss changes by at most tol (relative).
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_samples, n_features), IN
-        weights : ndarray of shape (n_samples,), float64, IN
-        centers : ndarray of shape (n_centers, n_features), IN (not modified)
-        max_iter : int, IN
-        tol : float, IN
-
-        Returns
-        -------
-        centers : ndarray of shape (n_centers, n_features)
-        loss : float
-            Weighted sum of squared distances of X to the returned centers.
-        n_iter : int
-        """
-        centers = centers.copy()
-        labels, sq_dist = self.assign_labels(X, centers)
-        loss = float(weights @ sq_dist)
-        n_iter = 0
-        for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
-            sums, mass = _weighted_sums(X, labels, weights, len(centers))
-            filled = mass > 0  # an empty cluster keeps its center
-            centers[filled] = sums[filled] / mass[filled, None]
-            labels, sq_dist = self.assign_labels(X, centers)
-            previous, loss = loss, float(weights @ sq_dist)
-            if previous - loss <= tol * previous:
-                break
-        return centers, loss, n_iter
 
 
-def plain_max_pending(n_samples: int) -> int:
-    """Centers pending between refreshes of plain k-means++: PLAIN_MAX_PENDING, at most n/8."""
-    return max(1, min(PLAIN_MAX_PENDING, n_samples // 8))
+def too_few_points(found: int, n_centers: int) -> ValueError:
+    """The seeding kernels' error when the weighted potential reaches 0 (contract text)."""
+    return ValueError(
+        f"k-means++ found only {found} distinct weighted points for {n_centers} centers"
+    )
+
+
+def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, int]) -> None:
+    if uniforms.shape != shape:
+        raise ValueError(f"uniforms must have shape {shape}; got {uniforms.shape}.")
 
 
 def _sq_distances(X: np.ndarray, c64: np.ndarray, c_norms: np.ndarray) -> np.ndarray:
@@ -274,29 +244,25 @@ def _draw(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     return np.minimum(picks, len(cumulative) - 1)
 
 
-def _decay(n_rows: int, half_life: int) -> float:
-    return 2.0 ** (-n_rows / half_life) if half_life > 0 else 1.0
-
-
-def _weighted_sums(
+def weighted_sums(
     X: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, n_centers: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per center: the (weighted) sum of its rows, float64 (n_centers, n_features), and their
+    (weighted) number, float64 (n_centers,)."""
     mass = np.bincount(labels, weights=weights, minlength=n_centers).astype(np.float64)
     sums = np.zeros((n_centers, X.shape[1]), dtype=np.float64)
-    w = np.ones(len(X)) if weights is None else weights
-    np.add.at(sums, labels, X.astype(np.float64) * w[:, None])
+    rows = X.astype(np.float64) if weights is None else X.astype(np.float64) * weights[:, None]
+    np.add.at(sums, labels, rows)
     return sums, mass
 
 
-def _update_centers(
-    batch: np.ndarray,
-    labels: np.ndarray,
-    centers: np.ndarray,
-    counts: np.ndarray,
-    decay: float,
+def update_centers(
+    batch: np.ndarray, weights: np.ndarray | None, labels: np.ndarray, centers: np.ndarray,
+    counts: np.ndarray, half_life: float,
 ) -> None:
-    sums, mass = _weighted_sums(batch, labels, None, len(centers))
-    counts *= decay
+    """The running-mean rule of spec section 0 for one labelled batch; INOUT centers, counts."""
+    sums, mass = weighted_sums(batch, labels, weights, len(centers))
+    counts *= decay_factor(len(batch) if weights is None else float(weights.sum()), half_life)
     hit = mass > 0
     share = mass[hit] / (counts[hit] + mass[hit])
     mixed = (1.0 - share)[:, None] * centers[hit] + share[:, None] * (sums[hit] / mass[hit, None])

@@ -1,29 +1,283 @@
-"""Where `KMeans.fit` reads its rows from: one generator of equal batches for every kind of source.
+"""The door every piece of data comes through: `as_source` decides once what X is, and the
+`Source` record it makes is all that the estimator, the algorithm and the trainers look at.
 
-In memory: a numpy array or a list of rows, a pandas DataFrame, a scipy.sparse matrix, or an
-iterable of 2-D batches of any size. On disk or in S3: a file (CSV, RecordIO-protobuf, ``.npy``,
-any of them gzip-compressed, told apart by their first bytes), a folder read as a SageMaker
-channel, the SDK's ``.amazon.manifest`` or any ``*.manifest``, and ``s3://`` keys, prefixes and
-manifests. Files are read a block at a time, so a fit holds about one batch plus one read chunk
-whatever the size of the data.
+In memory: a numpy array or a list of rows, a pandas DataFrame, a scipy.sparse matrix, a GPU
+array, or an iterable of 2-D batches of any size. On disk or in S3: a file (CSV,
+RecordIO-protobuf, ``.npy``, any of them gzip-compressed, told apart by their first bytes), a
+folder read as a SageMaker channel, the SDK's ``.amazon.manifest`` or any ``*.manifest``, and
+``s3://`` keys, prefixes and manifests; a binary stream. Files are read a block at a time, so a
+fit holds about one batch plus one read chunk whatever the size of the data.
+
+The dtype of streamed data is fixed by its first batch (float32 or float64); later batches are
+cast to it, so a folder of a float32 CSV and a float64 ``.npy`` streams as float32.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._validation import check_finite, check_shape
 from ..exceptions import DataFormatError
 from .locations import iter_location_chunks
+from .memory import (
+    dense_dtype,
+    frame_dtype,
+    frame_rows,
+    is_batch_iterable,
+    is_device_array,
+    is_frame,
+    is_sparse,
+    numeric_array,
+)
 from .s3 import is_s3_uri
-from .streams import Tagged, buffered, float_dtype, iter_stream_chunks
+from .streams import Tagged, buffered, iter_stream_chunks
 
-__all__ = ["describe_source", "is_batch_iterable", "is_reiterable", "iter_batches", "rebatch"]
+__all__ = [
+    "Source", "as_source", "describe_source", "is_batch_iterable", "is_reiterable",
+    "iter_batches", "rebatch",
+]
+
+# The kinds of source: rows addressable by index, or read front to back.
+IN_MEMORY = ("dense", "frame", "sparse", "device")
+STREAMED = ("batches", "location", "stream")
+
+Batch = tuple[np.ndarray, "np.ndarray | None"]
+"""A batch of rows (C-contiguous float32 or float64) and their sample weights (or None)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What X is, decided once at the door.
+
+    Attributes
+    ----------
+    data : object
+        The data itself: a numpy array (kind "dense"), a DataFrame ("frame"), a CSR matrix
+        ("sparse"), a GPU array ("device"), an iterable of batches ("batches"), a path or URI
+        ("location"), or a binary stream ("stream").
+    kind : str
+    description : str
+        For messages, such as ``"folder 'data/train'"``.
+    reiterable : bool
+        Whether it can be read again from its start (epochs > 1, labels after a fit).
+    n_samples, n_features : int or None
+        Known for in-memory data.
+    dtype : numpy dtype or None
+        float32 or float64 for in-memory data; None for a stream, whose first batch fixes it.
+    feature_names : ndarray of object or None
+        A DataFrame's column names, when they are all strings.
+    sample_weight : ndarray of float64 or None
+        One non-negative finite weight per row, in row order.
+    skip_header : bool
+        Drop the first line of each CSV file.
+    """
+
+    data: Any
+    kind: str
+    description: str
+    reiterable: bool
+    n_samples: int | None = None
+    n_features: int | None = None
+    dtype: np.dtype | None = None
+    feature_names: np.ndarray | None = None
+    sample_weight: np.ndarray | None = None
+    skip_header: bool = False
+
+    @property
+    def in_memory(self) -> bool:
+        """Rows are addressable by index (so they can be visited in any order)."""
+        return self.kind in IN_MEMORY
+
+    def dense(self, *, finite: bool = True) -> Any:
+        """The whole data as one C-contiguous float array (no copy where it already is one).
+
+        For kinds "dense", "frame" and "device". `finite` checks for NaN and infinity (one
+        pass), naming the first bad row and column.
+        """
+        if self.kind == "dense":
+            X = np.ascontiguousarray(self.data, dtype=self.dtype)
+        elif self.kind == "frame":
+            X = frame_rows(self.data, slice(None), self.dtype)
+        elif self.kind == "device":
+            X = _device_dense(self.data, self.dtype)
+        else:
+            raise TypeError(f"{self.description} is not one dense table")
+        if finite:
+            _check_finite_any(X)
+        return X
+
+    def batches(self, batch_size: int, order: np.ndarray | None = None, *,
+                finite: bool = True) -> Iterator[Batch]:
+        """The rows as (X, weights) batches of exactly `batch_size` rows (the last may be
+        fewer), in the fixed dtype.
+
+        `order` (in-memory kinds only) visits the rows in that order. `finite` checks every
+        batch for NaN and infinity, naming the row (counted from the start of the data) and
+        the column; a reader that only moves data leaves them be.
+        """
+        batch_size = _check_batch_size(batch_size)
+        if order is not None and not self.in_memory:
+            raise TypeError(f"{self.description} is read front to back; it has no row order")
+        if self.kind == "device":
+            raise TypeError(f"{self.description} lives on a GPU; stream it with its backend")
+        if self.in_memory:
+            return self._memory_batches(batch_size, order, finite)
+        return self._streamed_batches(batch_size, finite)
+
+    def _rows(self, rows: Any) -> np.ndarray:
+        if self.kind == "frame":
+            return frame_rows(self.data, rows, self.dtype)
+        if self.kind == "sparse":
+            return np.ascontiguousarray(self.data[rows].toarray(), dtype=self.dtype)
+        return np.ascontiguousarray(self.data[rows], dtype=self.dtype)
+
+    def _memory_batches(self, batch_size: int, order: np.ndarray | None,
+                        finite: bool) -> Iterator[Batch]:
+        weights = self.sample_weight
+        for start in range(0, self.n_samples, batch_size):
+            rows = slice(start, start + batch_size) if order is None else \
+                order[start:start + batch_size]
+            X = self._rows(rows)
+            if finite and order is None:
+                check_finite(X, row_offset=start)
+            elif finite:
+                _check_finite_rows(X, rows)
+            yield X, None if weights is None else weights[rows]
+
+    def _streamed_batches(self, batch_size: int, finite: bool) -> Iterator[Batch]:
+        if self.kind == "location":
+            tagged = iter_location_chunks(self.data, batch_size, skip_header=self.skip_header)
+        elif self.kind == "stream":
+            tagged = _iter_file_object(self.data, batch_size, self.skip_header)
+        else:
+            tagged = _iter_chunks(self.data, self.description)
+        dtype, offset = None, 0
+        for X in rebatch(_same_width(tagged), batch_size):
+            dtype = X.dtype if dtype is None else dtype
+            X = np.ascontiguousarray(X, dtype=dtype)
+            if finite:
+                check_finite(X, row_offset=offset)
+            yield X, self._weights_for(offset, len(X))
+            offset += len(X)
+        if self.sample_weight is not None and offset != len(self.sample_weight):
+            raise ValueError(
+                f"sample_weight has {len(self.sample_weight)} weights but {self.description} "
+                f"holds {offset} rows."
+            )
+
+    def _weights_for(self, offset: int, n_rows: int) -> np.ndarray | None:
+        if self.sample_weight is None:
+            return None
+        weights = self.sample_weight[offset:offset + n_rows]
+        if len(weights) < n_rows:
+            raise ValueError(
+                f"sample_weight has {len(self.sample_weight)} weights but {self.description} "
+                f"holds more rows (at least {offset + n_rows})."
+            )
+        return weights
+
+
+def as_source(X: Any, sample_weight: Any = None, *, skip_header: bool = False) -> Source:
+    """Decide once what `X` is: the `Source` record everything downstream takes.
+
+    Parameters
+    ----------
+    X : array-like, DataFrame, sparse matrix, GPU array, iterable of batches, path, URI or stream
+        See the module's docstring.
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative finite weights, one per row, in row order (scikit-learn's meaning: a row
+        of weight 2 counts as two rows).
+    skip_header : bool, default False
+        Drop the first line of each CSV file.
+
+    Raises
+    ------
+    DataFormatError
+        For data that are not numbers (a text column is named).
+    ValueError
+        For arrays that are not 2-D, empty, or weights that do not fit.
+    TypeError
+        For an object that is none of the kinds above.
+    """
+    if isinstance(X, Source):
+        return X
+    source = _classify(X, skip_header)
+    if sample_weight is None:
+        return source
+    return _with_weights(source, sample_weight)
+
+
+def _classify(X: Any, skip_header: bool) -> Source:
+    if isinstance(X, (str, os.PathLike)):
+        return Source(os.fspath(X), "location", _describe_location(os.fspath(X)), True,
+                      skip_header=skip_header)
+    if hasattr(X, "read"):
+        if isinstance(X, io.TextIOBase):
+            raise TypeError("a text stream was given: open the file in binary mode ('rb')")
+        return Source(X, "stream", f"stream {_stream_name(X)!r}", False, skip_header=skip_header)
+    if is_frame(X):
+        return _table(X, "frame", frame_dtype(X), _feature_names(X))
+    if is_sparse(X):
+        csr = X.tocsr()
+        return _table(csr, "sparse", dense_dtype(csr.dtype, "the sparse matrix"))
+    if is_device_array(X):
+        return _table(X, "device", dense_dtype(np.dtype(X.dtype), "the GPU array"))
+    if is_batch_iterable(X):
+        return Source(X, "batches", _describe_batches(X), not isinstance(X, Iterator))
+    if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "__array__"):
+        array = numeric_array(X)
+        return _table(array, "dense", dense_dtype(array.dtype, "X"))
+    raise TypeError(
+        f"cannot read data from an object of type {type(X).__name__}: expected an array, a "
+        "DataFrame, a "
+        "scipy.sparse matrix, an iterable of 2-D batches, a path or an s3:// URI"
+    )
+
+
+def _table(data: Any, kind: str, dtype: np.dtype, names: np.ndarray | None = None) -> Source:
+    if len(data.shape) != 2:
+        raise ValueError(
+            f"Expected 2D array, got {len(data.shape)}D array instead: X.shape={data.shape}. "
+            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    check_shape(data)
+    n_samples, n_features = data.shape
+    what = {"dense": "array", "frame": "DataFrame", "sparse": "sparse matrix",
+            "device": "GPU array"}[kind]
+    description = f"{what} of shape {tuple(data.shape)} and dtype {_dtype_name(data)}"
+    return Source(data, kind, description, True, int(n_samples), int(n_features),
+                  np.dtype(dtype), names)
+
+
+def _with_weights(source: Source, sample_weight: Any) -> Source:
+    weights = np.asarray(sample_weight)
+    if weights.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D; got shape {weights.shape}.")
+    if weights.dtype.kind not in "fiub":
+        raise ValueError(f"sample_weight must hold numbers; got dtype {weights.dtype}.")
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    if source.n_samples is not None and len(weights) != source.n_samples:
+        raise ValueError(
+            f"sample_weight.shape == {weights.shape}, expected ({source.n_samples},)!"
+        )
+    if weights.size and not weights.any():
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        bad = int(np.flatnonzero(~np.isfinite(weights) | (weights < 0))[0])
+        raise ValueError(
+            f"sample_weight must be finite and non-negative; sample_weight[{bad}] = "
+            f"{weights[bad]}."
+        )
+    return Source(source.data, source.kind, source.description, source.reiterable,
+                  source.n_samples, source.n_features, source.dtype, source.feature_names,
+                  weights, source.skip_header)
 
 
 def iter_batches(
@@ -48,7 +302,8 @@ def iter_batches(
     -------
     iterator of ndarray of shape (batch_size, n_features)
         C-contiguous float32 or float64 arrays: float32 from CSV and float32 records, the
-        array's own type for float32 and float64 arrays, float64 for other numbers.
+        array's own type for float32 and float64 arrays, float64 for other numbers; a stream
+        keeps the type of its first batch.
 
     Raises
     ------
@@ -59,25 +314,8 @@ def iter_batches(
     TypeError
         If `source` is none of the kinds above.
     """
-    batch_size = _check_batch_size(batch_size)
-    if isinstance(source, (str, os.PathLike)):
-        tagged = iter_location_chunks(source, batch_size, skip_header=skip_header)
-        return rebatch(_same_width(tagged), batch_size)
-    if hasattr(source, "read"):
-        return rebatch(_iter_file_object(source, batch_size, skip_header), batch_size)
-    if _is_frame(source):
-        return _iter_frame(source, batch_size)
-    if _is_sparse(source):
-        return _iter_sparse(source, batch_size)
-    if is_batch_iterable(source):
-        tagged = _iter_chunks(source, describe_source(source))
-        return rebatch(_same_width(tagged), batch_size)
-    if isinstance(source, (np.ndarray, list, tuple)) or hasattr(source, "__array__"):
-        return _iter_array(np.asarray(source), batch_size)
-    raise TypeError(
-        f"cannot read training data from a {type(source).__name__}: expected an array, a "
-        "DataFrame, a scipy.sparse matrix, an iterable of 2-D batches, a path or an s3:// URI"
-    )
+    batches = as_source(source, skip_header=skip_header).batches(batch_size, finite=False)
+    return (X for X, _ in batches)
 
 
 def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
@@ -119,58 +357,24 @@ def _rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarr
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
-    return np.ascontiguousarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
+    if len(parts) == 1:
+        return np.ascontiguousarray(parts[0])
+    dtype = parts[0].dtype
+    return np.concatenate([p.astype(dtype, copy=False) for p in parts])
 
 
 def is_reiterable(source: Any) -> bool:
     """Whether `source` can be read again from its start, as epochs > 1 need.
 
-    Arrays, DataFrames, sparse matrices, lists, paths and URIs can; an iterator or a generator
-    is used up by one pass and cannot.
-
-    Parameters
-    ----------
-    source : object
-        Anything `iter_batches` accepts.
-
-    Returns
-    -------
-    bool
+    Arrays, DataFrames, sparse matrices, lists, paths and URIs can; an iterator, a generator or
+    a stream is used up by one pass and cannot.
     """
-    if isinstance(source, (str, os.PathLike, np.ndarray)) or _is_frame(source):
-        return True
-    if _is_sparse(source):
-        return True
-    if isinstance(source, Iterator):
-        return False
-    return isinstance(source, Iterable) or hasattr(source, "__array__")
+    return as_source(source).reiterable
 
 
 def describe_source(source: Any) -> str:
-    """A short description of a source for messages, such as ``"folder 'data/train'"``.
-
-    Parameters
-    ----------
-    source : object
-        Anything `iter_batches` accepts.
-
-    Returns
-    -------
-    str
-    """
-    if isinstance(source, (str, os.PathLike)):
-        return _describe_location(os.fspath(source))
-    if isinstance(source, np.ndarray) or _is_frame(source) or _is_sparse(source):
-        kind = "array" if isinstance(source, np.ndarray) else type(source).__name__
-        return f"{kind} of shape {tuple(source.shape)} and dtype {_dtype_name(source)}"
-    if hasattr(source, "read"):
-        return f"stream {_stream_name(source)!r}"
-    if isinstance(source, (list, tuple)):
-        what = "batches" if is_batch_iterable(source) else "rows"
-        return f"{type(source).__name__} of {len(source)} {what}"
-    if hasattr(source, "gi_code"):
-        return f"generator {source.__name__!r}"
-    return f"{type(source).__name__} object"
+    """A short description of a source for messages, such as ``"folder 'data/train'"``."""
+    return as_source(source).description
 
 
 def _describe_location(text: str) -> str:
@@ -181,11 +385,27 @@ def _describe_location(text: str) -> str:
     return f"{'folder' if os.path.isdir(text) else 'file'} {text!r}"
 
 
-def _dtype_name(source: Any) -> str:
-    if _is_frame(source):
-        kinds = sorted({str(t) for t in source.dtypes})
+def _describe_batches(X: Any) -> str:
+    if isinstance(X, (list, tuple)):
+        return f"{type(X).__name__} of {len(X)} batches"
+    if hasattr(X, "gi_code"):
+        return f"generator {X.__name__!r}"
+    return f"{type(X).__name__} object"
+
+
+def _dtype_name(data: Any) -> str:
+    if is_frame(data):
+        kinds = sorted({str(t) for t in data.dtypes})
         return kinds[0] if len(kinds) == 1 else f"mixed ({', '.join(kinds)})"
-    return str(source.dtype)
+    return str(data.dtype)
+
+
+def _feature_names(frame: Any) -> np.ndarray | None:
+    """A DataFrame's column names when they are all strings, as scikit-learn keeps them."""
+    columns = frame.columns
+    if len(columns) and all(isinstance(c, str) for c in columns):
+        return np.asarray(list(columns), dtype=object)
+    return None
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -194,6 +414,28 @@ def _check_batch_size(batch_size: Any) -> int:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     return int(batch_size)
+
+
+def _check_finite_rows(X: np.ndarray, rows: np.ndarray) -> None:
+    """check_finite for gathered rows, naming the row's place in the data."""
+    try:
+        check_finite(X)
+    except ValueError:
+        bad = int(np.argwhere(~np.isfinite(X))[0][0])
+        check_finite(X[bad:bad + 1], row_offset=int(rows[bad]))
+
+
+def _check_finite_any(X: Any) -> None:
+    if isinstance(X, np.ndarray):
+        check_finite(X)
+    elif not np.isfinite(float(X.sum())):
+        check_finite(np.asarray(X.get()))  # a GPU array: copied to name the place
+
+
+def _device_dense(X: Any, dtype: np.dtype) -> Any:
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    return X if X.flags.c_contiguous else X.copy(order="C")
 
 
 def _same_width(tagged: Iterable[Tagged]) -> Iterator[np.ndarray]:
@@ -209,58 +451,15 @@ def _same_width(tagged: Iterable[Tagged]) -> Iterator[np.ndarray]:
         yield X
 
 
-def _iter_file_object(stream: Any, batch_size: int, skip_header: bool) -> Iterator[np.ndarray]:
-    if isinstance(stream, io.TextIOBase):
-        raise TypeError("a text stream was given: open the file in binary mode ('rb')")
+def _iter_file_object(stream: Any, batch_size: int, skip_header: bool) -> Iterator[Tagged]:
     name = _stream_name(stream)
     reader = buffered(stream, name)
-    for X, _ in iter_stream_chunks(reader, name, batch_size, skip_header=skip_header):
-        yield X
+    yield from iter_stream_chunks(reader, name, batch_size, skip_header=skip_header)
 
 
 def _stream_name(stream: Any) -> str:
     name = getattr(stream, "name", None)
     return name if isinstance(name, str) else "<stream>"
-
-
-# ---------------------------------------------------------------- in-memory sources
-
-
-def _iter_array(X: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    if X.ndim != 2:
-        raise ValueError(
-            f"expected 2-D data (n_samples, n_features); got an array of shape {X.shape}"
-        )
-    dtype = _numeric_dtype(X.dtype, "the array")
-    return (
-        np.ascontiguousarray(X[start : start + batch_size], dtype=dtype)
-        for start in range(0, X.shape[0], batch_size)
-    )
-
-
-def _iter_frame(frame: Any, batch_size: int) -> Iterator[np.ndarray]:
-    from pandas.api.types import is_numeric_dtype
-
-    bad = [str(name) for name, dtype in frame.dtypes.items() if not is_numeric_dtype(dtype)]
-    if bad:
-        raise DataFormatError(f"DataFrame columns {bad[:5]} are not numeric")
-    same = len(set(frame.dtypes)) == 1 and frame.dtypes.iloc[0] == np.float32
-    dtype = np.float32 if same else np.float64
-    return (
-        np.ascontiguousarray(
-            frame.iloc[start : start + batch_size].to_numpy(dtype=dtype, na_value=np.nan)
-        )
-        for start in range(0, len(frame), batch_size)
-    )
-
-
-def _iter_sparse(matrix: Any, batch_size: int) -> Iterator[np.ndarray]:
-    csr = matrix.tocsr()
-    dtype = _numeric_dtype(csr.dtype, "the sparse matrix")
-    return (
-        np.ascontiguousarray(csr[start : start + batch_size].toarray(), dtype=dtype)
-        for start in range(0, csr.shape[0], batch_size)
-    )
 
 
 def _iter_chunks(chunks: Iterable[Any], name: str) -> Iterator[Tagged]:
@@ -273,41 +472,12 @@ def _iter_chunks(chunks: Iterable[Any], name: str) -> Iterator[Tagged]:
 
 
 def _dense_chunk(chunk: Any, where: str) -> np.ndarray:
-    if _is_sparse(chunk):
-        chunk = chunk.toarray()
-    elif _is_frame(chunk):
-        chunk = chunk.to_numpy(na_value=np.nan)
-    X = np.asarray(chunk)
+    if is_sparse(chunk):
+        chunk = chunk.tocsr()
+        return chunk.toarray().astype(dense_dtype(chunk.dtype, where), copy=False)
+    if is_frame(chunk):
+        return frame_rows(chunk, slice(None), frame_dtype(chunk))
+    X = numeric_array(chunk, where)
     if X.ndim != 2:
         raise DataFormatError(f"{where}: a batch must be 2-D; got shape {X.shape}")
-    return X.astype(_numeric_dtype(X.dtype, where), copy=False)
-
-
-def _numeric_dtype(dtype: np.dtype, what: str) -> np.dtype:
-    if dtype.kind not in "fiub":
-        raise DataFormatError(f"{what} has dtype {dtype}; training data must be numbers")
-    return float_dtype(dtype)
-
-
-def is_batch_iterable(source: Any) -> bool:
-    """Whether `source` is an iterable of batches rather than an array or a list of rows.
-
-    A list or tuple is a list of batches when its first item is 2-D (an array, a DataFrame,
-    a sparse matrix or a nested list), else a list of rows. `KMeans.fit` asks this too, so
-    the estimator and the reader never disagree on what a list holds.
-    """
-    if isinstance(source, (list, tuple)):
-        first = source[0] if source else None
-        return _is_sparse(first) or _is_frame(first) or np.ndim(first) == 2
-    return isinstance(source, Iterable) and not hasattr(source, "__array__")
-
-
-def _is_frame(source: Any) -> bool:
-    # pandas and scipy are never imported here: an object of theirs means they are loaded
-    pandas = sys.modules.get("pandas")
-    return pandas is not None and isinstance(source, pandas.DataFrame)
-
-
-def _is_sparse(source: Any) -> bool:
-    sparse = sys.modules.get("scipy.sparse")
-    return sparse is not None and sparse.issparse(source)
+    return X.astype(dense_dtype(X.dtype, where), copy=False)

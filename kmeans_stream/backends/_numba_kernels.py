@@ -1,0 +1,740 @@
+"""Every @njit kernel behind `kmeans_stream.backends.numba.NumbaKernels`, in one module.
+
+One module on purpose: numba caches each function on disk keyed by its own source file, and a
+cached function that calls a compiled function (or reads a constant) of another module does not
+see that module change, so an edit there could run stale code with buffers sized by the new
+constants. With the whole compiled call graph here, any edit invalidates all of it. (This makes
+the module longer than the house's ~400 lines; the rule that keeps it correct wins.)
+
+Assignment
+----------
+Every parallel kernel cuts its rows into one contiguous chunk per worker (``prange`` over the
+first axis of a per-worker scratch), so each worker owns its slice of the scratch and its partial
+sums; a serial reduce follows. No worker ever writes a center row.
+
+The assignment ranks centers by ``||c||^2 - 2 x.c`` (``||x||^2`` does not change the argmin) and
+then, where distances are wanted, computes the winner's true squared distance directly,
+``sum (x - c)^2`` in float64, since the expanded form loses digits to cancellation in float32.
+Two ways to get the scores, neither of which ever holds an ``n_samples x K`` matrix:
+
+- d up to 32 and small ``K * d`` (`BLOCKED_MAX_WORK`): the blocked kernel. A tile of rows is
+  transposed to ``(width, rows)``, features zero-padded to a `width` of `BLOCKED_WIDTHS`, so
+  that a center's score for a vector of rows is ``width`` FMAs kept in one register: the width
+  is the length of a tuple argument, a compile-time constant, so the feature loop unrolls and
+  the loop over rows vectorises (one compiled variant per width and dtype).
+- larger ``K * d``: a matrix product per tile of rows (numba's ``np.dot`` calls one
+  single-threaded BLAS sgemm/dgemm per tile), then an argmin over the tile along its rows.
+
+A worker's scratch holds its tile, then the best score and the label (as a float code) of each
+row of the tile. Its rows are `row_stride` elements apart, an odd multiple of 64 bytes, so the
+stores of scores never alias the tile's loads modulo 4 KiB (which stalled the blocked kernel to
+half speed whenever the allocator placed them so).
+
+k-means++
+---------
+Two forms. `kmeanspp_plain` (the init: one candidate per step) draws lazily, by rejection from
+the distances of the last refresh, and refreshes them for a group of new centers with one
+assignment pass (`assign_labels`); its rules are the numpy reference's, see
+`kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`. `kmeanspp` (the greedy form of the
+reduction, several candidates per step) needs every row's current distance at every step to
+score the candidates, and is described below.
+
+k-means++ takes k dependent steps; each step draws from weight x D(x) (D: squared distance to
+the nearest chosen center) and then lowers D wherever the new center is closer. The state per
+row is D (float64, the dtype numpy's reference draws with, so both backends pick the same rows)
+and the index of that nearest center (int32); nothing of size n_samples x k exists.
+
+A step reads as little as the triangle inequality allows. A new center c cannot be closer to a
+row x of center j than c_j is when ||c - c_j|| >= 2 sqrt(D(x)), so:
+
+- per center j the step keeps an upper bound of D over its rows (``max_sq``); when
+  ||c - c_j||^2 > 4 max_sq[j], every row of j is skipped after reading its owner (4 bytes);
+- otherwise the same test per row on D(x) skips reading the row of X.
+
+Sampling keeps one sum of weight x D per block of `PP_BLOCK` rows, refreshed only for the
+blocks whose rows changed, so a draw costs O(n_samples / PP_BLOCK + PP_BLOCK).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# stumpy's flag set: no nnan/ninf, since argmins start at +inf.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+# The blocked kernel is used while the padded multiply-adds per row (K * width) are at most
+# this, else the matrix product. Measured with `nearest` (2 threads, float32, 16M elements of X,
+# quiet machine): the blocked kernel is faster at every K * d up to 2048 for d <= 16 (1.3-2.4x
+# for d <= 8, e.g. d=8, K=128: 31 against 66 ms), the two tie at 4096 for d=16 (78 against 79
+# ms) and at 2048-4096 for d=32 (27 against 25 ms, 40 against 42 ms).
+BLOCKED_MAX_WORK = 4096
+# Feature widths of the blocked kernel: d is zero-padded up to the first that holds it; wider
+# rows take the matrix product.
+BLOCKED_WIDTHS = (4, 8, 16, 32)
+# Rows per transposed tile of the blocked kernel (measured 64..256: 128 best on 1M x 16, K=16).
+BLOCK_ROWS = 128
+# A worker's (K, tile) block of dot products holds about this many elements (half of a 1 MiB L2
+# in float32); tiles are kept between 128 and 512 rows (measured on K = 16 .. 1024).
+TILE_ELEMENTS = 2**17
+# Below this many multiply-adds a kernel runs on one thread: waking the workers costs more.
+# Measured on the quiet machine (omp launch ~2 us): a 5000-row batch of 1M x 16, K=16 (1.3M
+# multiply-adds) streams 30% faster in parallel (26 -> 18 ms a pass); 2**16 gained nothing more
+# on the benchmark shapes and would wake the workers for tiny predicts under load.
+PARALLEL_MIN_WORK = 2**18
+
+
+def feature_width(n_features):
+    """The first of BLOCKED_WIDTHS that holds n_features, or 0 (too wide for the kernel)."""
+    return next((w for w in BLOCKED_WIDTHS if w >= n_features), 0)
+
+
+def blocked_width(n_centers, n_features):
+    """The blocked kernel's padded feature width, or 0 where the matrix product is used."""
+    width = feature_width(n_features)
+    return width if n_centers * width <= BLOCKED_MAX_WORK else 0
+
+
+@njit(cache=True)
+def tile_rows(n_centers, width):
+    """Rows of X per tile: BLOCK_ROWS for the blocked kernel, else by the dot-product block."""
+    if width:
+        return BLOCK_ROWS
+    return min(512, max(128, TILE_ELEMENTS // max(n_centers, 1)))
+
+
+@njit(cache=True)
+def row_stride(rows, itemsize):
+    """rows rounded up to an odd multiple of 64 bytes (in elements of itemsize bytes)."""
+    lines = -(-rows * itemsize // 64)
+    return (lines | 1) * 64 // itemsize
+
+
+@njit(cache=True)
+def scratch_size(n_centers, width, itemsize):
+    """Elements of one worker's scratch: tile (width rows, or K rows of dots), scores, labels."""
+    rows = tile_rows(n_centers, width)
+    stride = row_stride(rows, itemsize)
+    return ((width if width else n_centers) + 2) * stride
+
+
+def jit(parallel=False):
+    """The one decorator of every kernel: cached, fastmath without nnan/ninf, nogil."""
+    return njit(cache=True, fastmath=_FASTMATH, parallel=parallel, nogil=True)
+
+
+@jit()
+def sq_norms(A, out):
+    """OUT out[j] = ||A[j]||^2 in A's dtype."""
+    for j in range(A.shape[0]):
+        s = A.dtype.type(0.0)
+        for f in range(A.shape[1]):
+            s += A[j, f] * A[j, f]
+        out[j] = s
+
+
+@jit()
+def _exact_sq(X, i, C, j):
+    s = 0.0
+    for f in range(X.shape[1]):
+        diff = np.float64(X[i, f]) - np.float64(C[j, f])
+        s += diff * diff
+    return s
+
+
+@jit()
+def prepare_centers(C, c_norms, cm2):
+    """OUT c_norms = ||C[j]||^2; cm2 = -2 C zero-padded to its columns (blocked kernel only)."""
+    sq_norms(C, c_norms)
+    if cm2.shape[1] > 0:
+        cm2[:] = 0.0
+        for j in range(C.shape[0]):
+            for f in range(C.shape[1]):
+                cm2[j, f] = -2.0 * C[j, f]
+
+
+@jit()
+def _split(scratch, tile_height):
+    """A worker's scratch as (tile (tile_height, stride), best (stride,), codes (stride,))."""
+    stride = scratch.shape[0] // (tile_height + 2)
+    tile = scratch[: tile_height * stride].reshape((tile_height, stride))
+    best = scratch[tile_height * stride : (tile_height + 1) * stride]
+    codes = scratch[(tile_height + 1) * stride : (tile_height + 2) * stride]
+    return tile, best, codes
+
+
+@jit()
+def _blocked_scores(xt, m, cm2, c_norms, best, codes, width):
+    """best, codes OUT: min over centers of ||c||^2 - 2 x.c for the m rows of xt (transposed)."""
+    for r in range(m):
+        best[r] = np.inf
+        codes[r] = 0.0
+    for j in range(cm2.shape[0]):
+        cn = c_norms[j]
+        code = best.dtype.type(j)
+        for r in range(m):
+            s = cn
+            for f in range(len(width)):
+                s += cm2[j, f] * xt[f, r]
+            closer = s < best[r]
+            best[r] = s if closer else best[r]
+            codes[r] = code if closer else codes[r]
+
+
+@jit()
+def _transpose(X, t0, m, xt, width):
+    """xt[f, r] = X[t0 + r, f]; with d == width the feature loop has a constant trip count."""
+    if X.shape[1] == len(width):
+        for r in range(m):
+            for f in range(len(width)):
+                xt[f, r] = X[t0 + r, f]
+    else:
+        for r in range(m):
+            for f in range(X.shape[1]):
+                xt[f, r] = X[t0 + r, f]
+
+
+@jit()
+def _gemm_scores(X, t0, m, C, c_norms, dots, best, codes):
+    """best, codes OUT: min over centers of ||c||^2 - 2 x.c for rows t0:t0+m, by sgemm/dgemm."""
+    D = dots.reshape(dots.size)[: C.shape[0] * m].reshape((C.shape[0], m))
+    # Centers by rows of the tile, so the argmin below runs along contiguous rows and
+    # vectorises as elementwise selects (a float min-reduction would need nnan).
+    np.dot(C, X[t0 : t0 + m].T, D)
+    two = X.dtype.type(2.0)
+    for r in range(m):
+        best[r] = np.inf
+        codes[r] = 0.0
+    n_pairs = C.shape[0] // 2
+    for p in range(n_pairs):
+        j = 2 * p
+        cn0, cn1 = c_norms[j], c_norms[j + 1]
+        code0, code1 = best.dtype.type(j), best.dtype.type(j + 1)
+        for r in range(m):
+            s0 = cn0 - two * D[j, r]
+            s1 = cn1 - two * D[j + 1, r]
+            b = best[r]
+            c = codes[r]
+            closer = s0 < b
+            b = s0 if closer else b
+            c = code0 if closer else c
+            closer = s1 < b
+            best[r] = s1 if closer else b
+            codes[r] = code1 if closer else c
+    if C.shape[0] % 2:
+        j = C.shape[0] - 1
+        cn = c_norms[j]
+        code = best.dtype.type(j)
+        for r in range(m):
+            score = cn - two * D[j, r]
+            closer = score < best[r]
+            best[r] = score if closer else best[r]
+            codes[r] = code if closer else codes[r]
+
+
+@jit()
+def _assign_range(X, start, stop, base, C, c_norms, cm2, scratch, width, labels, sq_dist):
+    """Rows start:stop of X; their labels (and sq_dist, unless empty) go to index row - base.
+
+    A non-empty width selects the blocked kernel, else the matrix product. Returns the sum of
+    the rows' squared distances, or without sq_dist the sum of their scores (either is not
+    finite when a row of X is not).
+    """
+    exact = sq_dist.shape[0] > 0
+    rows = len(width) if len(width) > 0 else C.shape[0]
+    tile, best, codes = _split(scratch, rows)
+    if len(width) > 0:
+        tile[X.shape[1]:] = 0.0  # padded features: zero times the zero padding of cm2
+    step = tile_rows(C.shape[0], len(width))
+    total = 0.0
+    for t0 in range(start, stop, step):
+        m = min(stop, t0 + step) - t0
+        if len(width) > 0:
+            _transpose(X, t0, m, tile, width)
+            _blocked_scores(tile, m, cm2, c_norms, best, codes, width)
+        else:
+            _gemm_scores(X, t0, m, C, c_norms, tile, best, codes)
+        for r in range(m):
+            labels[t0 - base + r] = np.intp(codes[r])
+        if exact:
+            for r in range(m):
+                d2 = _exact_sq(X, t0 + r, C, np.intp(codes[r]))
+                sq_dist[t0 - base + r] = d2
+                total += d2
+        else:
+            for r in range(m):
+                total += best[r]
+    return total
+
+
+@jit()
+def _parallel(n_rows, C):
+    """Whether the work is worth waking the workers for."""
+    return n_rows * C.shape[0] * C.shape[1] >= PARALLEL_MIN_WORK
+
+
+@jit()
+def _chunk(start, stop, n_chunks, t):
+    size = (stop - start + n_chunks - 1) // n_chunks
+    lo = min(stop, start + t * size)
+    return lo, min(stop, lo + size)
+
+
+@jit(parallel=True)
+def _assign_labels_par(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
+    n_chunks = scratch.shape[0]
+    for t in prange(n_chunks):
+        lo, hi = _chunk(0, X.shape[0], n_chunks, t)
+        totals[t] = _assign_range(X, lo, hi, 0, C, c_norms, cm2, scratch[t], width, labels,
+                                  sq_dist)
+
+
+@jit()
+def assign_labels(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
+    """OUT labels and sq_dist (unless empty): nearest center of each row. Returns the sum of
+    sq_dist, or without it the sum of the ranking scores (not finite iff a row is not)."""
+    prepare_centers(C, c_norms, cm2)
+    if _parallel(X.shape[0], C):
+        _assign_labels_par(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals)
+        return totals.sum()
+    return _assign_range(X, 0, X.shape[0], 0, C, c_norms, cm2, scratch[0], width, labels,
+                         sq_dist)
+
+
+@jit(parallel=True)
+def transform(X, C, out):
+    """OUT out[i, j] = ||X[i] - C[j]||, computed directly (no cancellation) in X's dtype."""
+    n_centers, d = C.shape
+    for i in prange(X.shape[0]):
+        for j in range(n_centers):
+            s = X.dtype.type(0.0)
+            for f in range(d):
+                diff = X[i, f] - C[j, f]
+                s += diff * diff
+            out[i, j] = np.sqrt(s)
+
+
+@jit()
+def _accumulate(X, lo, hi, base, weights, labels, sq_dist, sums, mass):
+    """sums[j] = sum w_i x_i, mass[j] = sum w_i over rows lo:hi; returns sum w_i sq_dist_i
+    (0 when sq_dist is empty)."""
+    sums[:] = 0.0
+    mass[:] = 0.0
+    loss = 0.0
+    for i in range(lo, hi):
+        j = labels[i - base]
+        w = weights[i] if weights.shape[0] > 0 else 1.0
+        for f in range(X.shape[1]):
+            sums[j, f] += w * X[i, f]
+        mass[j] += w
+        if sq_dist.shape[0] > 0:
+            loss += w * sq_dist[i - base]
+    return loss
+
+
+@jit(parallel=True)
+def _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
+                           sq_dist, sums, mass, losses):
+    n_chunks = scratch.shape[0]
+    for t in prange(n_chunks):
+        lo, hi = _chunk(start, stop, n_chunks, t)
+        _assign_range(X, lo, hi, start, C, c_norms, cm2, scratch[t], width, labels, sq_dist)
+        losses[t] = _accumulate(X, lo, hi, start, weights, labels, sq_dist, sums[t], mass[t])
+
+
+@jit()
+def _assign_accumulate(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
+                       sq_dist, sums, mass, losses):
+    """Rows start:stop: labels, then each worker's partial weighted sums (sums[t], mass[t]).
+
+    Returns the number of workers whose partial sums are to be reduced.
+    """
+    prepare_centers(C, c_norms, cm2)
+    if _parallel(stop - start, C):
+        _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
+                               sq_dist, sums, mass, losses)
+        return scratch.shape[0]
+    _assign_range(X, start, stop, start, C, c_norms, cm2, scratch[0], width, labels, sq_dist)
+    losses[0] = _accumulate(X, start, stop, start, weights, labels, sq_dist, sums[0], mass[0])
+    return 1
+
+
+@jit(parallel=True)
+def _gather_par(X, weights, order, b0, b1, gX, gw):
+    for i in prange(b1 - b0):
+        src = order[b0 + i]
+        for f in range(X.shape[1]):
+            gX[i, f] = X[src, f]
+        if weights.shape[0] > 0:
+            gw[i] = weights[src]
+
+
+@jit()
+def _gather(X, weights, order, b0, b1, gX, gw):
+    """OUT gX[:m], gw[:m] (gw only with weights): the rows order[b0:b1] of X and weights."""
+    if (b1 - b0) * X.shape[1] >= PARALLEL_MIN_WORK // 16:  # a copy, 16x lighter than a score
+        _gather_par(X, weights, order, b0, b1, gX, gw)
+        return
+    for i in range(b1 - b0):
+        src = order[b0 + i]
+        for f in range(X.shape[1]):
+            gX[i, f] = X[src, f]
+        if weights.shape[0] > 0:
+            gw[i] = weights[src]
+
+
+@jit()
+def _mix_batch(C, counts, half_life, sums, mass, used):
+    """The running-mean rule of spec section 0 from the workers' partial sums; INOUT C, counts.
+
+    The batch's total weight, which sets the decay, is the sum of what its centers received.
+    """
+    d = C.shape[1]
+    total = 0.0
+    for j in range(C.shape[0]):
+        for t in range(used):
+            total += mass[t, j]
+    decay = 2.0 ** (-total / half_life) if half_life > 0 else 1.0
+    for j in range(C.shape[0]):
+        counts[j] *= decay
+        m = 0.0
+        for t in range(used):
+            m += mass[t, j]
+        if m > 0.0:
+            share = m / (counts[j] + m)
+            for f in range(d):
+                s = 0.0
+                for t in range(used):
+                    s += sums[t, j, f]
+                C[j, f] = (1.0 - share) * C[j, f] + share * (s / m)
+            counts[j] += m
+
+
+@jit()
+def stream_batches(X, weights, order, batch_size, C, counts, half_life, c_norms, cm2, scratch,
+                   width, labels, sums, mass, losses, gX, gw):
+    """SageMaker's running-mean update per mini-batch; INOUT C (X's dtype) and counts.
+
+    weights and order may be empty (unit weights; X's own order). With an order, each batch's
+    rows are first gathered into gX (and their weights into gw), (batch_size, d) scratch.
+    """
+    n_samples = X.shape[0]
+    no_distances = np.empty(0, dtype=np.float64)
+    for b0 in range(0, n_samples, batch_size):
+        b1 = min(n_samples, b0 + batch_size)
+        if order.shape[0] > 0:
+            _gather(X, weights, order, b0, b1, gX, gw)
+            w = gw[: b1 - b0] if weights.shape[0] > 0 else weights
+            used = _assign_accumulate(gX, 0, b1 - b0, w, C, c_norms, cm2, scratch, width,
+                                      labels, no_distances, sums, mass, losses)
+        else:
+            used = _assign_accumulate(X, b0, b1, weights, C, c_norms, cm2, scratch, width,
+                                      labels, no_distances, sums, mass, losses)
+        _mix_batch(C, counts, half_life, sums, mass, used)
+
+
+@jit()
+def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, width, labels, sq_dist, sums,
+          mass, losses):
+    """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
+    n_samples, d = X.shape
+    used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, scratch, width,
+                              labels, sq_dist, sums, mass, losses)
+    loss = losses[:used].sum()
+    n_iter = 0
+    for it in range(1, max_iter + 1):
+        n_iter = it
+        for j in range(C.shape[0]):
+            m = 0.0
+            for t in range(used):
+                m += mass[t, j]
+            if m > 0.0:  # an empty cluster keeps its center
+                for f in range(d):
+                    s = 0.0
+                    for t in range(used):
+                        s += sums[t, j, f]
+                    C[j, f] = s / m
+        used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, scratch, width,
+                                  labels, sq_dist, sums, mass, losses)
+        previous = loss
+        loss = losses[:used].sum()
+        if previous - loss <= tol * previous:
+            break
+    return loss, n_iter
+
+
+# ---------------------------------------------------------------------- k-means++
+
+# Rows per block sum in k-means++ sampling.
+PP_BLOCK = 1024
+# From this many multiply-adds per step (rows x features x candidates) a step runs on all
+# workers: a step is short and there are k of them, but with numba's default (omp) layer a
+# parallel region costs ~2 us here; measured on 5,000 x 16..128 rows.
+PP_PARALLEL_MIN_WORK = 2**16
+# Relative safety margin of the triangle-inequality skips (rounding of D and of center gaps).
+PP_MARGIN = 1.0001
+
+
+@jit()
+def _sq_to(X, i, C, j):
+    s = X.dtype.type(0.0)
+    for f in range(X.shape[1]):
+        diff = X[i, f] - C[j, f]
+        s += diff * diff
+    return np.float64(s)
+
+
+@jit()
+def _draw(weights, closest, block_sums, target):
+    """First row whose running sum of weight * closest exceeds target (numpy's searchsorted)."""
+    n = closest.shape[0]
+    acc = 0.0
+    b = 0
+    while b < block_sums.shape[0] - 1 and acc + block_sums[b] <= target:
+        acc += block_sums[b]
+        b += 1
+    for i in range(b * PP_BLOCK, n):
+        acc += weights[i] * closest[i]
+        if acc > target:
+            return i
+    return n - 1
+
+
+@jit()
+def _block_sum(weights, closest, b):
+    s = 0.0
+    for i in range(b * PP_BLOCK, min(closest.shape[0], (b + 1) * PP_BLOCK)):
+        s += weights[i] * closest[i]
+    return s
+
+
+@jit()
+def _pp_gains_range(X, weights, cands, cc, skip, closest, owner, lo, hi, gains):
+    """gains[c] += the drop of the weighted potential over rows lo:hi if candidate c were added."""
+    n_cand = cands.shape[0]
+    for i in range(lo, hi):
+        j = owner[i]
+        if skip[n_cand, j]:
+            continue
+        limit = 4.0 * PP_MARGIN * closest[i]
+        for c in range(n_cand):
+            if skip[c, j] or cc[c, j] > limit:
+                continue
+            dist = _sq_to(X, i, X, cands[c])
+            if dist < closest[i]:
+                gains[c] += weights[i] * (closest[i] - dist)
+
+
+@jit(parallel=True)
+def _pp_gains_par(X, weights, cands, cc, skip, closest, owner, gains):
+    n_chunks = gains.shape[0]
+    for t in prange(n_chunks):
+        lo, hi = _chunk(0, X.shape[0], n_chunks, t)
+        _pp_gains_range(X, weights, cands, cc, skip, closest, owner, lo, hi, gains[t])
+
+
+@jit()
+def _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, b_lo, b_hi,
+                  max_sq):
+    """Make row `new` center `step` for blocks b_lo:b_hi; max_sq[j] OUT: max D seen in j."""
+    for b in range(b_lo, b_hi):
+        changed = step == 0
+        for i in range(b * PP_BLOCK, min(X.shape[0], (b + 1) * PP_BLOCK)):
+            j = step
+            if step > 0:
+                j = owner[i]
+                if skip[j]:
+                    continue
+                if cc[j] > 4.0 * PP_MARGIN * closest[i]:
+                    max_sq[j] = max(max_sq[j], closest[i])
+                    continue
+            dist = _sq_to(X, i, X, new)
+            if step == 0 or dist < closest[i]:
+                closest[i] = dist
+                owner[i] = step
+                j = step
+                changed = True
+            max_sq[j] = max(max_sq[j], closest[i])
+        if changed:
+            block_sums[b] = _block_sum(weights, closest, b)
+
+
+@jit(parallel=True)
+def _pp_add_par(X, weights, new, step, cc, skip, closest, owner, block_sums, worker_max):
+    n_chunks = worker_max.shape[0]
+    for t in prange(n_chunks):
+        b_lo, b_hi = _chunk(0, block_sums.shape[0], n_chunks, t)
+        worker_max[t, : step + 1] = 0.0
+        _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, b_lo, b_hi,
+                      worker_max[t])
+
+
+@jit()
+def _pp_add(X, weights, new, step, cc, skip, closest, owner, block_sums, max_sq, worker_max):
+    """Make row `new` center `step`: update closest, owner, block sums and max_sq."""
+    used = 1
+    if X.shape[0] * X.shape[1] >= PP_PARALLEL_MIN_WORK:
+        _pp_add_par(X, weights, new, step, cc, skip, closest, owner, block_sums, worker_max)
+        used = worker_max.shape[0]
+    else:
+        worker_max[0, : step + 1] = 0.0
+        _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, 0,
+                      block_sums.shape[0], worker_max[0])
+    # A skipped center lost no rows and keeps its bound; a scanned one gets its exact maximum.
+    for j in range(step + 1):
+        if j == step or not skip[j]:
+            m = 0.0
+            for t in range(used):
+                m = max(m, worker_max[t, j])
+            max_sq[j] = m
+
+
+@jit()
+def _center_gaps(X, cands, Ct, n_chosen, max_sq, cc, skip):
+    """cc[c, s] = ||cand c - center s||^2; skip[c, s]: center s's rows are out of cand c's reach.
+
+    skip[n_cand, s]: out of reach of every candidate. The centers are stored transposed (Ct is
+    (d, k)) so that the gaps vectorise across centers: k steps x k gaps x d is the largest term
+    when k approaches n_samples (K = 10 k centers drawn from one mini-batch).
+    """
+    n_cand = cands.shape[0]
+    for c in range(n_cand):
+        gaps = cc[c, :n_chosen]
+        gaps[:] = 0.0
+        for f in range(X.shape[1]):
+            xf = X[cands[c], f]
+            col = Ct[f, :n_chosen]
+            for s in range(n_chosen):
+                diff = col[s] - xf
+                gaps[s] += diff * diff
+    for s in range(n_chosen):
+        skip[n_cand, s] = True
+        limit = 4.0 * PP_MARGIN * max_sq[s]
+        for c in range(n_cand):
+            skip[c, s] = cc[c, s] > limit
+            skip[n_cand, s] &= skip[c, s]
+
+
+@jit()
+def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, skip, max_sq,
+             gains, worker_max):
+    """Greedy weighted k-means++; OUT indices, Ct (the chosen rows as columns). Returns the steps.
+
+    Fewer steps than indices.shape[0] means the weighted potential reached 0 at that step.
+    Scratch: closest, owner (n_samples,); block_sums; cc (n_cand, k) in X's dtype;
+    skip (n_cand + 1, k) bool; max_sq (k,); gains (n_workers, n_cand); worker_max (n_workers, k).
+    """
+    n_centers = indices.shape[0]
+    n_cand = uniforms.shape[1]
+    cands = np.empty(n_cand, dtype=np.intp)
+    closest[:] = 1.0
+    for b in range(block_sums.shape[0]):
+        block_sums[b] = _block_sum(weights, closest, b)
+    first = _draw(weights, closest, block_sums, uniforms[0, 0] * block_sums.sum())
+    indices[0] = first
+    Ct[:, 0] = X[first]
+    _pp_add(X, weights, first, 0, cc[0], skip[0], closest, owner, block_sums, max_sq,
+            worker_max)
+    for step in range(1, n_centers):
+        total = block_sums.sum()
+        if total <= 0.0:
+            return step
+        for c in range(n_cand):
+            cands[c] = _draw(weights, closest, block_sums, uniforms[step, c] * total)
+        _center_gaps(X, cands, Ct, step, max_sq, cc, skip)
+        best = 0
+        if n_cand > 1:
+            gains[:] = 0.0
+            if X.shape[0] * X.shape[1] * n_cand >= PP_PARALLEL_MIN_WORK:
+                _pp_gains_par(X, weights, cands, cc, skip, closest, owner, gains)
+            else:
+                _pp_gains_range(X, weights, cands, cc, skip, closest, owner, 0, X.shape[0],
+                                 gains[0])
+            gain = gains.sum(axis=0)
+            for c in range(1, n_cand):
+                if gain[c] > gain[best]:
+                    best = c
+        indices[step] = cands[best]
+        Ct[:, step] = X[cands[best]]
+        _pp_add(X, weights, cands[best], step, cc[best], skip[best], closest, owner,
+                block_sums, max_sq, worker_max)
+    return n_centers
+
+
+# Plain (lazy) k-means++: see `kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`, whose
+# rules this follows step for step (the same constants, from there).
+
+
+@jit()
+def _refresh(X, weights, pending, n_pending, closest, cumulative, C, c_norms, cm2, scratch,
+             width, labels, sq_dist, totals):
+    """closest = min(closest, D to the pending centers) in one assignment pass; cumulative sums
+    of weight x closest for the draws."""
+    m = n_pending
+    for p in range(m):
+        C[p] = X[pending[p]]
+    n_workers = totals.shape[0]
+    itemsize = X.itemsize
+    if len(width) > 0 and m * len(width) <= BLOCKED_MAX_WORK:
+        size = scratch_size(m, len(width), itemsize)
+        work = scratch[: n_workers * size].reshape((n_workers, size))
+        assign_labels(X, C[:m], c_norms[:m], cm2[:m], work, width, labels, sq_dist, totals)
+    else:
+        size = scratch_size(m, 0, itemsize)
+        work = scratch[: n_workers * size].reshape((n_workers, size))
+        assign_labels(X, C[:m], c_norms[:m], cm2[:0, :0], work, (), labels, sq_dist, totals)
+    acc = 0.0
+    for i in range(X.shape[0]):
+        if sq_dist[i] < closest[i]:
+            closest[i] = sq_dist[i]
+        acc += weights[i] * closest[i]
+        cumulative[i] = acc
+
+
+@jit()
+def _search(cumulative, target):
+    """First row whose cumulative sum exceeds target (numpy's searchsorted, side='right')."""
+    return min(np.searchsorted(cumulative, target, side="right"), cumulative.shape[0] - 1)
+
+
+@jit()
+def kmeanspp_plain(X, weights, uniforms, indices, proposals, max_pending, closest, cumulative,
+                   C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
+    """Plain weighted k-means++ drawn lazily; OUT indices. Returns the steps done (fewer than
+    indices.shape[0] when the weighted potential reached 0). C (max_pending, d) holds the
+    pending centers; the rest is the scratch of an assignment pass over X."""
+    n_centers = indices.shape[0]
+    acc = 0.0
+    for i in range(X.shape[0]):
+        acc += weights[i]
+        cumulative[i] = acc
+        closest[i] = np.inf
+    indices[0] = _search(cumulative, uniforms[0, 0] * cumulative[-1])
+    pending = np.empty(max_pending, dtype=np.intp)
+    pending[0] = indices[0]
+    n_pending = 1
+    tried = 0
+    taken = 0
+    for step in range(1, n_centers):
+        for r in range(proposals):
+            if n_pending > 0 and (n_pending >= max_pending or tried - taken > taken
+                                  or r == proposals - 1 or step == 1):
+                _refresh(X, weights, pending, n_pending, closest, cumulative, C, c_norms, cm2,
+                         scratch, width, labels, sq_dist, totals)
+                n_pending = 0
+                tried = 0
+                taken = 0
+            if cumulative[-1] <= 0.0:
+                return step
+            i = _search(cumulative, uniforms[step, 2 * r] * cumulative[-1])
+            now = closest[i]
+            for p in range(n_pending):
+                now = min(now, _exact_sq(X, i, X, pending[p]))
+            tried += 1
+            if uniforms[step, 2 * r + 1] * closest[i] < now:
+                indices[step] = i
+                pending[n_pending] = i
+                n_pending += 1
+                taken += 1
+                break
+    return n_centers
