@@ -41,6 +41,7 @@ bench: $(VENV)/.stamp-bench
 	$(BENCH_ENV) $(PY) benchmarks/cpu.py
 	$(BENCH_ENV) $(PY) benchmarks/io_throughput.py
 	$(BENCH_ENV) $(PY) benchmarks/stream_memory.py
+	$(BENCH_ENV) $(PY) benchmarks/partial_fit.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
