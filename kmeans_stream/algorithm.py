@@ -50,8 +50,15 @@ class Params:
     local_lloyd_max_iter: int = 300
     local_lloyd_num_trials: int = DEFAULT_NUM_TRIALS
     local_lloyd_tol: float = 1e-4
-    shuffle: bool = False
+    shuffle: bool = False  # 'auto' resolved: True unless half_life_time_size is set
+    reassignment_ratio: float = 0.0
+    shuffle_buffer: int | str = "64MiB"  # rows, or a size such as '64MiB'
     feature_dim: int | None = None
+
+    @property
+    def parity(self) -> bool:
+        """SageMaker's algorithm exactly: the source's order and no reassignment."""
+        return not self.shuffle and self.reassignment_ratio == 0
 
     @classmethod
     def from_hyperparameters(cls, values: Mapping[str, Any]) -> Params:
@@ -69,9 +76,17 @@ class Params:
             local_lloyd_max_iter=values["local_lloyd_max_iter"],
             local_lloyd_num_trials=DEFAULT_NUM_TRIALS if trials == "auto" else int(trials),
             local_lloyd_tol=float(values["local_lloyd_tol"]),
-            shuffle=bool(values["shuffle"]),
+            shuffle=_shuffles(values["shuffle"], values["half_life_time_size"]),
+            reassignment_ratio=float(values["reassignment_ratio"]),
+            shuffle_buffer=values["shuffle_buffer"],
             feature_dim=values["feature_dim"],
         )
+
+
+def _shuffles(shuffle: bool | str, half_life: int) -> bool:
+    """'auto' shuffles unless decay is on: with a half-life, recent rows are meant to weigh
+    more, which has a meaning only in the source's own order."""
+    return half_life == 0 if shuffle == "auto" else bool(shuffle)
 
 
 class LocalTrainer:
@@ -153,7 +168,8 @@ class _Pass:
             self.state = initialize(first, first_weights, params, kernels, self.rng)
         state = self.state
         check_n_features(X.shape[1], state.centers.shape[1])
-        X = kernels.asarray(X, dtype=state.centers.dtype)
+        if X.dtype != state.centers.dtype:  # cast where X lives: a backend moves it itself
+            X = X.astype(state.centers.dtype)
         if self.workspace is _UNMADE:  # a backend's workspace may itself be None
             self.workspace = kernels.workspace(X.dtype, len(state.counts), X.shape[1],
                                                min(batch, max(1, X.shape[0])))
@@ -181,7 +197,8 @@ def _first_rows(kernels: Kernels, X: Any, weights: np.ndarray | None, order: np.
     """The first mini-batch, on the host: X's first rows, or the rows order[:batch], in that
     order (the first batch the stream then visits)."""
     index = slice(0, batch) if order is None else order[:batch]
-    first = kernels.to_numpy(X[index if order is None else kernels.asarray(index)])
+    where = index if order is None or isinstance(X, np.ndarray) else kernels.asarray(index)
+    first = kernels.to_numpy(X[where])
     return np.ascontiguousarray(first), None if weights is None else weights[index]
 
 

@@ -88,12 +88,26 @@ class KMeans(ParamsMixin):
         Where the fit runs and predictions are computed; 'auto' is the fastest backend installed
         here (numba, else numpy). Resolved again at each predict, so a model fitted anywhere
         predicts anywhere. Local only.
+    precision : a str among {'fp32', 'tf32'}, default='fp32' (local)
+        Arithmetic of the GPU's matrix products: 'tf32' lets the cupy backend rank centers with
+        TF32 tensor cores (distances and sums stay fp32/fp64); CPU backends ignore it. Local
+        only.
     random_state : an int in the range [0, inf), a numpy Generator or None, default=None (local)
         Seed of every random choice; the same seed, data and hyperparameters give the same
         centers on the same backend. Local only.
-    shuffle : a bool, default=False (local)
-        Visit in-memory rows (arrays, DataFrames, sparse matrices) in a new random order each
-        epoch, drawn from random_state. Local only.
+    shuffle : a bool or a str among {'auto'}, default='auto' (local)
+        Order-robust batching: in-memory rows are visited in a new random order each epoch (X is
+        not copied), streamed rows pass through a shuffle buffer and the files of a folder,
+        manifest or S3 prefix are read in a random order. 'auto' shuffles unless
+        half_life_time_size is set (decay weighs recent rows, so the source's order is meant).
+        False keeps the source's order, as SageMaker. Local only.
+    reassignment_ratio : a float in the range [0.0, inf), default=0.01 (local)
+        Centers whose count falls below this fraction of the largest count, or whose rows a far
+        point would serve better, are moved to a point far from every center (scikit-learn's
+        MiniBatchKMeans name and meaning); 0 turns reassignment off. Local only.
+    shuffle_buffer : an int in the range [1, inf) or a size such as '64MiB', default='64MiB' (local)
+        Size of the shuffle buffer of streamed sources, in rows (an int) or memory (such as
+        '64MiB'): the memory a shuffled stream adds. Local only.
     verbose : a bool or an int in the range [0, inf), default=False (local)
         Progress and per-trial log lines. Local only.
 
@@ -150,8 +164,11 @@ class KMeans(ParamsMixin):
         eval_metrics=("msd",),
         force_dense=None,
         backend="auto",
+        precision="fp32",
         random_state=None,
-        shuffle=False,
+        shuffle="auto",
+        reassignment_ratio=0.01,
+        shuffle_buffer="64MiB",
         verbose=False,
     ):
         self.k = k
@@ -168,8 +185,11 @@ class KMeans(ParamsMixin):
         self.eval_metrics = eval_metrics
         self.force_dense = force_dense
         self.backend = backend
+        self.precision = precision
         self.random_state = random_state
         self.shuffle = shuffle
+        self.reassignment_ratio = reassignment_ratio
+        self.shuffle_buffer = shuffle_buffer
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
@@ -261,7 +281,7 @@ class KMeans(ParamsMixin):
 
     def _trainer(self, values: dict[str, Any], source: Source) -> Trainer:
         backend = backends.lookup(values["backend"])
-        instance = backends.load(backend.name)
+        instance = backends.load(backend.name, **values)
         if backend.kind == "trainer":
             return instance
         if source.kind == "device" and not getattr(instance, "device", False):
@@ -572,7 +592,8 @@ class KMeans(ParamsMixin):
         predicts with 'auto')."""
         name = validate_value("backend", self.backend)
         backend = backends.lookup(name)
-        return backends.load(backend.name if backend.kind == "compute" else "auto")
+        options = {"precision": validate_value("precision", self.precision)}
+        return backends.load(backend.name if backend.kind == "compute" else "auto", **options)
 
     # ------------------------------------------------------------------ SageMaker
 

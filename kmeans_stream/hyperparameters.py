@@ -150,6 +150,43 @@ class BackendName:
 
 
 @dataclass(frozen=True)
+class Size:
+    """A memory size such as '64MiB', '256MB' or '1GiB' (units B, kB/KB, MB, GB, KiB, MiB,
+    GiB); parsed to bytes by `to_bytes`."""
+
+    def __str__(self) -> str:
+        return "a size such as '64MiB'"
+
+    def parse(self, text: str) -> str:
+        return text.strip()
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and _size_bytes(value) is not None
+
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30}
+
+
+def _size_bytes(text: str) -> int | None:
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        return None
+    value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return value if value > 0 else None
+
+
+def to_bytes(size: str) -> int:
+    """Bytes of a size string that `Size` accepts."""
+    value = _size_bytes(size)
+    if value is None:
+        raise ValueError(f"not a size: {size!r}")
+    return value
+
+
+@dataclass(frozen=True)
 class Seed:
     """None, an int >= 0, or a numpy Generator / RandomState."""
 
@@ -266,15 +303,39 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         sagemaker=False,
     ),
     Hyperparameter(
+        "precision", "fp32", (Options(("fp32", "tf32")),),
+        "Arithmetic of the GPU's matrix products: 'tf32' lets the cupy backend rank centers "
+        "with TF32 tensor cores (distances and sums stay fp32/fp64); CPU backends ignore it. "
+        "Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
         "random_state", None, (Seed(),),
         "Seed of every random choice; the same seed, data and hyperparameters give the same "
         "centers on the same backend. Local only.",
         sagemaker=False,
     ),
     Hyperparameter(
-        "shuffle", False, (Boolean(),),
-        "Visit in-memory rows (arrays, DataFrames, sparse matrices) in a new random order each "
-        "epoch, drawn from random_state. Local only.",
+        "shuffle", "auto", (Boolean(), _AUTO),
+        "Order-robust batching: in-memory rows are visited in a new random order each epoch "
+        "(X is not copied), streamed rows pass through a shuffle buffer and the files of a "
+        "folder, manifest or S3 prefix are read in a random order. 'auto' shuffles unless "
+        "half_life_time_size is set (decay weighs recent rows, so the source's order is "
+        "meant). False keeps the source's order, as SageMaker. Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
+        "reassignment_ratio", 0.01, (Interval("float", 0.0),),
+        "Centers whose count falls below this fraction of the largest count, or whose rows "
+        "a far point would serve better, are moved to a point far from every center "
+        "(scikit-learn's MiniBatchKMeans name and meaning); 0 turns reassignment off. Local "
+        "only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
+        "shuffle_buffer", "64MiB", (Interval("int", 1), Size()),
+        "Size of the shuffle buffer of streamed sources, in rows (an int) or memory (such as "
+        "'64MiB'): the memory a shuffled stream adds. Local only.",
         sagemaker=False,
     ),
     Hyperparameter(

@@ -30,3 +30,19 @@ def s3_server():
         patch.delenv("AWS_PROFILE", raising=False)
         yield endpoint
     server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu are deselected, with one line saying why, where no CUDA GPU is usable
+    (CI never has one); on the GPU machine they run."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    from kmeans_stream.backends.cupy import gpu_available
+
+    reason = gpu_available()
+    if reason is None:
+        return
+    config.hook.pytest_deselected(items=gpu_items)
+    items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    print(f"\n{len(gpu_items)} gpu tests deselected: {reason}")

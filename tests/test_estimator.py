@@ -68,9 +68,9 @@ def test_same_seed_same_centers_other_seed_other_start():
 
 def test_a_stream_of_odd_chunks_equals_the_array():
     X, _ = blobs(n=1000)
-    whole = model(mini_batch_size=128).fit(X)
+    whole = model(mini_batch_size=128, shuffle=False).fit(X)
     chunks = (X[i:i + 77] for i in range(0, len(X), 77))
-    streamed = model(mini_batch_size=128).fit(chunks)
+    streamed = model(mini_batch_size=128, shuffle=False).fit(chunks)
     np.testing.assert_allclose(streamed.cluster_centers_, whole.cluster_centers_, rtol=1e-12)
     assert not hasattr(streamed, "labels_")
 
@@ -107,10 +107,10 @@ def test_sparse_input_is_densified_batch_by_batch():
 
 def test_partial_fit_streams_and_matches_fit_on_the_same_batches():
     X, _ = blobs(n=800)
-    km = model(mini_batch_size=200)
+    km = model(mini_batch_size=200, shuffle=False)
     for start in range(0, len(X), 200):
         km.partial_fit(X[start:start + 200])
-    whole = model(mini_batch_size=200).fit(X)
+    whole = model(mini_batch_size=200, shuffle=False).fit(X)
     np.testing.assert_allclose(km._fitted.state.centers, whole._fitted.state.centers)
     np.testing.assert_allclose(km.cluster_centers_, whole.cluster_centers_)
     assert km.n_samples_seen_ == len(X)

@@ -44,6 +44,12 @@ AS_SENT = [
     ("backend", "numpy", "numpy"),
     ("random_state", "7", 7),
     ("shuffle", "True", True),
+    ("shuffle", "auto", "auto"),
+    ("reassignment_ratio", "0.01", 0.01),
+    ("reassignment_ratio", "0", 0.0),
+    ("shuffle_buffer", "64MiB", "64MiB"),
+    ("shuffle_buffer", "100000", 100000),
+    ("precision", "tf32", "tf32"),
     ("verbose", "0", 0),
 ]
 

@@ -37,6 +37,10 @@ class Backend:
         lists `packages` (a test checks it).
     packages : tuple of str
         The distributions that extra installs; by default the names of `requires`.
+    hint : str or None
+        The install command, where one extra is not the whole story (CUDA versions).
+    options : tuple of str
+        Hyperparameters the backend's class takes as keyword arguments (``precision``).
     auto : bool
         Whether ``backend="auto"`` may pick it; among those installed, the first registered
         wins, so fast backends are registered before the reference.
@@ -49,6 +53,8 @@ class Backend:
     extra: str | None = None
     auto: bool = False
     packages: tuple[str, ...] | None = None
+    hint: str | None = None
+    options: tuple[str, ...] = ()
 
     def distributions(self) -> tuple[str, ...]:
         """The pip distributions the backend's extra must install."""
@@ -60,6 +66,8 @@ class Backend:
 
     def install_hint(self) -> str:
         """The pip command that installs what this backend needs."""
+        if self.hint:
+            return self.hint
         return f"pip install 'kmeans-stream[{self.extra}]'" if self.extra else "pip install"
 
 
@@ -77,6 +85,11 @@ def register(backend: Backend) -> Backend:
 register(Backend("numba", "compute", "kmeans_stream.backends.numba:NumbaKernels",
                  requires=("numba", "scipy", "threadpoolctl"), extra="numba", auto=True))
 register(Backend("numpy", "compute", "kmeans_stream.backends.numpy:NumpyKernels", auto=True))
+# Never 'auto': a GPU is asked for by name. The extras install CuPy's prebuilt wheels.
+register(Backend("cupy", "compute", "kmeans_stream.backends.cupy:CupyKernels",
+                 requires=("cupy",), extra="gpu-cuda12", packages=("cupy-cuda12x",),
+                 hint="pip install 'kmeans-stream[gpu-cuda12]' (or [gpu-cuda13] for a CUDA 13 "
+                      "driver)", options=("precision",)))
 
 
 def names() -> tuple[str, ...]:
@@ -106,8 +119,11 @@ def lookup(name: str) -> Backend:
     return REGISTRY[name]
 
 
-def load(name: str) -> Any:
+def load(name: str, **options: Any) -> Any:
     """An instance of backend `name` ('auto' resolved first), its dependencies imported.
+
+    `options` are hyperparameters; those the backend takes (`Backend.options`) are passed to
+    its class, the others ignored.
 
     Raises
     ------
@@ -116,6 +132,8 @@ def load(name: str) -> Any:
         command that installs them.
     ValueError
         An unknown backend.
+    RuntimeError
+        A backend that cannot run here (no GPU); the message says why.
     """
     backend = lookup(name)
     missing = backend.missing()
@@ -124,4 +142,5 @@ def load(name: str) -> Any:
             f"backend={backend.name!r} needs {', '.join(missing)}: {backend.install_hint()}"
         )
     module_name, class_name = backend.target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    kwargs = {key: options[key] for key in backend.options if key in options}
+    return getattr(importlib.import_module(module_name), class_name)(**kwargs)

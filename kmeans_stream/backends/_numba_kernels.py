@@ -415,13 +415,14 @@ def stream_batches(X, weights, order, batch_size, C, counts, half_life, c_norms,
                    width, labels, sums, mass, losses, gX, gw):
     """SageMaker's running-mean update per mini-batch; INOUT C (X's dtype) and counts.
 
-    weights and order may be empty (unit weights; X's own order). With an order, each batch's
-    rows are first gathered into gX (and their weights into gw), (batch_size, d) scratch.
+    weights and order may be empty (unit weights; every row in X's own order). With an order,
+    the rows it lists are visited, each batch first gathered into gX (and its weights into gw),
+    (batch_size, d) scratch.
     """
-    n_samples = X.shape[0]
+    n_visits = order.shape[0] if order.shape[0] > 0 else X.shape[0]
     no_distances = np.empty(0, dtype=np.float64)
-    for b0 in range(0, n_samples, batch_size):
-        b1 = min(n_samples, b0 + batch_size)
+    for b0 in range(0, n_visits, batch_size):
+        b1 = min(n_visits, b0 + batch_size)
         if order.shape[0] > 0:
             _gather(X, weights, order, b0, b1, gX, gw)
             w = gw[: b1 - b0] if weights.shape[0] > 0 else weights
@@ -461,6 +462,88 @@ def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, width, labels, sq
         if previous - loss <= tol * previous:
             break
     return loss, n_iter
+
+
+# Relative rounding of a loss: a drop below this share of sum m ||mean||^2 is noise.
+REFINE_NOISE = 1e-12
+
+
+@jit()
+def _refine_range(X, lo, hi, weights, C, c_norms, cm2, scratch, width, labels, sq, sums, mass):
+    """Rows lo:hi, a tile of sq.shape[0] rows at a time: labels OUT (global rows), and their
+    weighted sums and mass added to sums, mass (zeroed first); returns their weighted loss."""
+    sums[:] = 0.0
+    mass[:] = 0.0
+    loss = 0.0
+    tile = sq.shape[0]
+    for s0 in range(lo, hi, tile):
+        s1 = min(hi, s0 + tile)
+        _assign_range(X, s0, s1, s0, C, c_norms, cm2, scratch, width, labels[s0:s1], sq)
+        for i in range(s0, s1):
+            j = labels[i]
+            w = weights[i] if weights.shape[0] > 0 else 1.0
+            for f in range(X.shape[1]):
+                sums[j, f] += w * X[i, f]
+            mass[j] += w
+            loss += w * sq[i - s0]
+    return loss
+
+
+@jit(parallel=True)
+def _refine_par(X, weights, C, c_norms, cm2, scratch, width, labels, sq, sums, mass, losses):
+    n_chunks = scratch.shape[0]
+    for t in prange(n_chunks):
+        lo, hi = _chunk(0, X.shape[0], n_chunks, t)
+        losses[t] = _refine_range(X, lo, hi, weights, C, c_norms, cm2, scratch[t], width,
+                                  labels, sq[t], sums[t], mass[t])
+
+
+@jit()
+def refine(X, weights, C, labels, max_moves, tol, c_norms, cm2, scratch, width, sq, sums, mass,
+           losses):
+    """Lloyd on the data from C (INOUT), labels OUT: a pass, then stop when moving the centers
+    to their means would lower the loss by at most tol (relative) or after max_moves moves.
+    sq is (n_workers, tile) scratch for the distances of a tile. Returns (loss, moves)."""
+    d = C.shape[1]
+    moves = 0
+    while True:
+        prepare_centers(C, c_norms, cm2)
+        used = 1
+        if _parallel(X.shape[0], C):
+            _refine_par(X, weights, C, c_norms, cm2, scratch, width, labels, sq, sums, mass,
+                        losses)
+            used = scratch.shape[0]
+        else:
+            losses[0] = _refine_range(X, 0, X.shape[0], weights, C, c_norms, cm2, scratch[0],
+                                      width, labels, sq[0], sums[0], mass[0])
+        loss = losses[:used].sum()
+        drop = 0.0
+        scale = 0.0  # sum of m ||mean||^2: a drop below its rounding is no drop
+        for j in range(C.shape[0]):
+            m = 0.0
+            for t in range(used):
+                m += mass[t, j]
+            if m > 0.0:
+                for f in range(d):
+                    s = 0.0
+                    for t in range(used):
+                        s += sums[t, j, f]
+                    diff = C[j, f] - s / m
+                    drop += m * diff * diff
+                    scale += s * s / m
+        if moves >= max_moves or drop <= tol * loss or drop <= REFINE_NOISE * scale:
+            return loss, moves
+        for j in range(C.shape[0]):
+            m = 0.0
+            for t in range(used):
+                m += mass[t, j]
+            if m > 0.0:  # an empty cluster keeps its center
+                for f in range(d):
+                    s = 0.0
+                    for t in range(used):
+                        s += sums[t, j, f]
+                    C[j, f] = s / m
+        moves += 1
 
 
 # ---------------------------------------------------------------------- k-means++

@@ -95,9 +95,10 @@ class Kernels(Protocol):
     ) -> None:
         """SageMaker's streaming update over X cut into mini-batches of `batch_size` rows.
 
-        X IN; weights (n_samples,) float64 IN or None; order (n_samples,) intp IN or None: the
-        rows in the order to visit them (batch b is rows order[b*batch_size:(b+1)*batch_size]),
-        None for X's own order; centers INOUT; counts (n_centers,) float64 INOUT.
+        X IN; weights (n_samples,) float64 IN or None; order (n_visits,) intp IN or None: the
+        rows of X to visit, in that order (batch b is rows order[b*batch_size:(b+1)*batch_size];
+        n_visits may be fewer than n_samples), None for every row in X's own order; centers
+        INOUT; counts (n_centers,) float64 INOUT.
 
         Per batch, m_j the (weighted) number of its rows nearest center j and mean_j their
         (weighted) mean, M the batch's total weight: n_j <- decay n_j; p_j = m_j / (n_j + m_j);
@@ -112,6 +113,22 @@ class Kernels(Protocol):
         (relative) or max_iter iterations; an empty cluster keeps its center.
 
         Returns (weighted sum of squared distances to the returned centers, iterations).
+        """
+
+    def refine(
+        self, X: Any, weights: Any, centers: Any, labels: Any, max_moves: int, tol: float,
+        workspace: Any,
+    ) -> tuple[float, int]:
+        """Lloyd on the data itself, that costs one pass where the centers are already a
+        fixed point.
+
+        Each pass assigns every row (labels (n_samples,) int32 or intp OUT) and accumulates
+        each cluster's (weighted) sum and mass; then the weighted loss L of the centers and the
+        exact drop D = sum_j m_j ||c_j - mean_j||^2 that moving every center to its mean gives
+        (before any row changes cluster) are known. It stops when D <= tol * L, when D is
+        rounding (at most 1e-12 x sum_j m_j ||mean_j||^2) or after max_moves moves, else moves
+        the centers (INOUT; an empty cluster keeps its center) and
+        passes again. Returns (L, moves): labels and L are those of the returned centers.
         """
 
     def kmeanspp(self, X: Any, weights: Any, uniforms: np.ndarray, indices: np.ndarray) -> None:

@@ -72,6 +72,8 @@ def _single_threaded_blas():
 
 _NONE = np.empty(0, dtype=np.float64)  # "no weights" / "no distances" for the kernels
 _NO_ORDER = np.empty(0, dtype=np.intp)
+# Rows per tile of `refine`: its distances are kept a tile at a time, never n float64.
+REFINE_TILE = 4096
 
 
 def _check_X(X: np.ndarray) -> np.ndarray:
@@ -145,6 +147,7 @@ class _Workspace:
         self.mass = np.empty((n_workers, n_centers), dtype=np.float64)
         self.losses = np.empty(n_workers, dtype=np.float64)
         self._gather: tuple[np.ndarray, np.ndarray] | None = None
+        self._tile_distances: np.ndarray | None = None
 
     def check(self, X: np.ndarray, centers: np.ndarray, rows: int) -> None:
         """The workspace was made for this dtype, these centers and at least `rows` rows."""
@@ -154,6 +157,12 @@ class _Workspace:
                 f"this workspace was made for (dtype, n_centers, n_features) = {self.key} and "
                 f"{self.rows} rows; the call has {key} and {rows} rows."
             )
+
+    def tile_distances(self) -> np.ndarray:
+        """(n_workers, REFINE_TILE) float64: each worker's distances of one tile of rows."""
+        if self._tile_distances is None:
+            self._tile_distances = np.empty((self.scratch.shape[0], REFINE_TILE))
+        return self._tile_distances
 
     def gather_buffers(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, n_features) and (rows,) buffers that a batch visited in order is copied to."""
@@ -238,8 +247,9 @@ class NumbaKernels:
             order, (gX, gw) = _NO_ORDER, (X[:0], _NONE)
         else:
             order = np.ascontiguousarray(order, dtype=np.intp)
-            if order.shape != (n,) or (n and not 0 <= order.min() <= order.max() < n):
-                raise ValueError(f"order must hold {n} row indices of X; got {order.shape}.")
+            if order.ndim != 1 or not len(order) or not 0 <= order.min() <= order.max() < n:
+                raise ValueError(f"order must list row indices of X (0 to {n - 1}); got "
+                                 f"shape {order.shape}.")
             gX, gw = ws.gather_buffers()
         with ws.blas_context():
             _k.stream_batches(
@@ -260,6 +270,23 @@ class NumbaKernels:
                 ws.sq_dist, ws.sums, ws.mass, ws.losses,
             )
         return float(loss), int(n_iter)
+
+    def refine(self, X, weights, centers, labels, max_moves: int, tol: float,
+               workspace=None) -> tuple[float, int]:
+        """Lloyd on the data that stops when moving the centers would gain little; INOUT
+        centers, OUT labels (int32 or intp): (weighted loss, moves)."""
+        X = _check_X(X)
+        n = X.shape[0]
+        _check_out("centers", centers, (X.dtype,), (centers.shape[0], X.shape[1]))
+        _check_out("labels", labels, (np.int32, np.intp), (n,))
+        weights = _weights(weights, n)
+        ws = self._workspace_for(workspace, X, centers, 0)
+        with ws.blas_context():
+            loss, moves = _k.refine(
+                X, weights, centers, labels, int(max_moves), float(tol), *ws.buffers(),
+                ws.tile_distances(), ws.sums, ws.mass, ws.losses,
+            )
+        return float(loss), int(moves)
 
     def kmeanspp(self, X, weights, uniforms, indices) -> None:
         """Greedy weighted k-means++ seeding in X's dtype; OUT indices (intp)."""

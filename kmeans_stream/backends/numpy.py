@@ -15,6 +15,8 @@ from .base import PLAIN_PROPOSALS, decay_factor, plain_max_pending
 
 # Rows per distance tile: never an n_samples x K matrix for a whole dataset.
 _TILE_ROWS = 4096
+# refine: a drop below this share of sum_j m_j ||mean_j||^2 is rounding, not a gain.
+REFINE_NOISE = 1e-12
 
 
 class NumpyKernels:
@@ -95,8 +97,9 @@ class NumpyKernels:
         half_life : float, IN
         workspace : None
         """
-        labels = np.empty(min(batch_size, X.shape[0]), dtype=np.intp)
-        for start in range(0, X.shape[0], batch_size):
+        n_visits = X.shape[0] if order is None else len(order)
+        labels = np.empty(min(batch_size, n_visits), dtype=np.intp)
+        for start in range(0, n_visits, batch_size):
             rows = slice(start, start + batch_size) if order is None else \
                 order[start:start + batch_size]
             batch = X[rows]
@@ -131,6 +134,53 @@ class NumpyKernels:
             if previous - loss <= tol * previous:
                 break
         return loss, n_iter
+
+    def refine(
+        self, X: np.ndarray, weights: np.ndarray | None, centers: np.ndarray,
+        labels: np.ndarray, max_moves: int, tol: float, workspace: Any = None,
+    ) -> tuple[float, int]:
+        """Lloyd on the data that stops when moving the centers would gain little (see
+        `Kernels.refine`).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features), IN
+        weights : ndarray of shape (n_samples,), float64, IN, or None
+        centers : ndarray of shape (n_centers, n_features), INOUT
+        labels : ndarray of shape (n_samples,), int32 or intp, OUT
+        max_moves : int, IN
+        tol : float, IN
+
+        Returns
+        -------
+        loss : float
+            Weighted sum of squared distances to the returned centers.
+        moves : int
+        """
+        moves = 0
+        sq_dist = np.empty(min(X.shape[0], _TILE_ROWS), dtype=np.float64)
+        while True:
+            sums = np.zeros((len(centers), X.shape[1]))
+            mass = np.zeros(len(centers))
+            loss = 0.0
+            for start in range(0, X.shape[0], _TILE_ROWS):
+                tile = X[start:start + _TILE_ROWS]
+                w = None if weights is None else weights[start:start + _TILE_ROWS]
+                found, sq = labels[start:start + len(tile)], sq_dist[:len(tile)]
+                self.assign(tile, centers, found, sq)
+                loss += float(sq.sum() if w is None else w @ sq)
+                tile_sums, tile_mass = weighted_sums(tile, found.astype(np.intp), w,
+                                                     len(centers))
+                sums += tile_sums
+                mass += tile_mass
+            filled = mass > 0
+            means = sums[filled] / mass[filled, None]
+            drop = float((mass[filled] * ((centers[filled] - means) ** 2).sum(axis=1)).sum())
+            scale = float((mass[filled] * (means ** 2).sum(axis=1)).sum())
+            if moves >= max_moves or drop <= tol * loss or drop <= REFINE_NOISE * scale:
+                return loss, moves
+            centers[filled] = means
+            moves += 1
 
     def kmeanspp(self, X: np.ndarray, weights: np.ndarray | None, uniforms: np.ndarray,
                  indices: np.ndarray) -> None:

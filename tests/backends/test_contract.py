@@ -125,11 +125,12 @@ def test_integer_weights_are_repeated_rows(kernels):
     np.testing.assert_allclose(weighted[1], plain[1], rtol=1e-12)
 
 
-def test_an_order_visits_the_rows_in_that_order(kernels):
+@pytest.mark.parametrize("n_visits", [1000, 333])
+def test_an_order_visits_the_rows_in_that_order(kernels, n_visits):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((1000, 3))
     weights = rng.random(1000)
-    order = rng.permutation(1000)
+    order = rng.permutation(1000)[:n_visits]
     start = X[:7].copy()
     visited = stream(kernels, X, start, np.zeros(7), 64, 300, weights, order)
     copied = stream(kernels, X[order], start, np.zeros(7), 64, 300, weights[order])
@@ -347,6 +348,46 @@ def test_lloyd_loss_never_rises(kernels):
         centers = start.copy()
         losses.append(kernels.lloyd(X, weights, centers, it, 0.0, None)[0])
     assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:], strict=False))
+
+
+def refine(kernels, X, weights, start, max_moves, tol):
+    centers = kernels.asarray(np.array(start))
+    labels = kernels.empty(len(X), np.int32, like=X)
+    ws = kernels.workspace(X.dtype, len(start), X.shape[1], 0)
+    loss, moves = kernels.refine(X, weights, centers, labels, max_moves, tol, ws)
+    return _host(kernels, centers), _host(kernels, labels), loss, moves
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (300, 5, 7), (20000, 16, 8), (2500, 33, 70)])
+def test_refine_matches_numpy(fast, shape, dtype, weighted):
+    rng, X, start = _data(*shape, dtype, seed=shape[0] + 5)
+    weights = rng.random(shape[0]) + 0.5 if weighted else None
+    centers, labels, loss, moves = refine(fast, X, weights, start, 20, 1e-4)
+    ref_centers, ref_labels, ref_loss, ref_moves = refine(NP, X, weights, start, 20, 1e-4)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-3 if dtype == np.float32 else 1e-9,
+                               atol=1e-12)
+    if dtype == np.float64:
+        assert moves == ref_moves
+        np.testing.assert_allclose(centers, ref_centers, rtol=1e-8, atol=1e-10)
+        np.testing.assert_array_equal(labels, ref_labels)
+
+
+def test_refine_is_one_pass_at_a_fixed_point_and_its_labels_are_the_centers(kernels):
+    X, truth = _blobs(5000, 4, 6, np.float64, seed=8)
+    means = np.array([X[truth == j].mean(axis=0) for j in range(6)])
+    centers, labels, loss, moves = refine(kernels, X, None, means, 50, 1e-9)
+    assert moves == 0  # the means of their own rows: nothing to move
+    np.testing.assert_array_equal(labels, truth)
+    assert loss == pytest.approx(((X - means[truth]) ** 2).sum(), rel=1e-9)
+    start = means + 3.0
+    centers, labels, loss, moves = refine(kernels, X, None, start, 50, 0.0)
+    assert moves >= 1
+    np.testing.assert_allclose(centers, means, rtol=1e-9)
+    np.testing.assert_array_equal(labels, truth)
+    one = refine(kernels, X, None, start, 1, 0.0)
+    assert one[3] == 1  # max_moves bounds the moves
 
 
 def _blobs(n, d, k, dtype, seed=0):

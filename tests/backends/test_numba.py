@@ -58,8 +58,8 @@ def test_non_contiguous_inputs_are_handled_or_rejected():
         NB.stream_batches(X.astype(np.float32), None, None, 100, centers.copy(), np.zeros(6), 0)
     with pytest.raises(TypeError, match="float32 or float64"):
         NB.assign(X.astype(np.int64), centers, np.empty(500, np.intp), None)
-    with pytest.raises(ValueError, match="order must hold 500 row indices"):
-        NB.stream_batches(X, None, np.arange(499), 100, centers.copy(), np.zeros(6), 0)
+    with pytest.raises(ValueError, match=r"order must list row indices of X \(0 to 499\)"):
+        NB.stream_batches(X, None, np.arange(1, 501), 100, centers.copy(), np.zeros(6), 0)
 
 
 def test_a_workspace_made_for_other_work_is_refused():
