@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_feature_dim, check_n_features
+from ._validation import check_feature_dim
 from .backends.base import PLAIN_PROPOSALS, FitResult, Kernels, Reduction, StreamState
 from .hyperparameters import DEFAULT_EXTRA_CENTER_FACTOR, DEFAULT_NUM_TRIALS
+from .streaming import DENSE_KINDS, StreamingPass
 
 logger = logging.getLogger(__name__)
 
@@ -96,110 +97,92 @@ class LocalTrainer:
         self.kernels = kernels
 
     def fit(self, source: Any, params: Params, rng: np.random.Generator) -> FitResult:
-        """`params.epochs` streaming passes over `source`, then the reduction from K to k."""
+        """`params.epochs` streaming passes over `source`, then the reduction from K to k and,
+        for in-memory data outside parity mode, the refinement on the data (`_solve`).
+
+        With more than one epoch, the solution after the first is kept when the last is worse
+        on the data: more epochs never end worse than one.
+        """
         if params.epochs > 1 and not source.reiterable:
             raise ValueError(
                 f"epochs={params.epochs} needs a source that can be read again, but "
                 f"{source.description} is a one-shot iterator; pass a list, an array, a path "
                 "or a URI, or set epochs=1."
             )
-        pass_ = _Pass(self.kernels, params, rng)
+        pass_ = self._pass(params, rng)
+        first = None
         for epoch in range(params.epochs):
             logger.info("epoch %d/%d: %s", epoch + 1, params.epochs, source.description)
             pass_.run(source)
-        state = pass_.host_state(source)
-        reduction = reduce_centers(state, params, self.kernels, copy.deepcopy(rng))
-        return FitResult(reduction, state, state.centers.shape[1], state.centers.dtype,
-                         params.epochs)
+            if epoch == 0 < params.epochs - 1 and refines(source, params):
+                first = self._solve(pass_, source, params, rng)
+        result = self._solve(pass_, source, params, rng)
+        if first is not None and first.inertia < result.inertia:
+            logger.info("the first epoch's solution is better on the data: kept")
+            first.state, first.n_epochs = result.state, result.n_epochs
+            return first
+        return result
 
     def partial_fit(self, source: Any, params: Params, rng: np.random.Generator,
                     state: StreamState | None) -> StreamState:
-        """One pass over `source` continuing `state` (None: initialise from its first batch).
+        """One pass over `source` continuing `state` (None: initialise from its first rows).
 
         `state` is not modified; the new state is returned, on the host. Its data are cast to
         the dtype of `state`, fixed by the first call.
         """
-        pass_ = _Pass(self.kernels, params, rng, state)
+        pass_ = self._pass(params, rng, state)
         pass_.run(source)
-        return pass_.host_state(source)
+        return pass_.host_state(source.description)
 
     def reduce(self, state: StreamState, params: Params, rng: np.random.Generator) -> Reduction:
         """The reduction from K to k of a streaming state (`rng` is not advanced)."""
         return reduce_centers(state, params, self.kernels, copy.deepcopy(rng))
 
+    def _pass(self, params: Params, rng: np.random.Generator,
+              state: StreamState | None = None) -> StreamingPass:
+        def start(first: np.ndarray, weights: np.ndarray | None) -> StreamState:
+            return initialize(first, weights, params, self.kernels, rng)
 
-_UNMADE = object()
+        return StreamingPass(self.kernels, params, rng, start, state)
 
+    def _solve(self, pass_: StreamingPass, source: Any, params: Params,
+               rng: np.random.Generator) -> FitResult:
+        """The k centers of the state so far; refined on in-memory data outside parity mode."""
+        state = pass_.host_state(source.description)
+        reduction = reduce_centers(state, params, self.kernels, copy.deepcopy(rng))
+        result = FitResult(reduction, state, state.centers.shape[1], state.centers.dtype,
+                           params.epochs)
+        if refines(source, params):
+            self._refine(result, pass_.dense, source.sample_weight, params)
+        return result
 
-class _Pass:
-    """Streaming passes of one fit: the state and the workspace live on the backend."""
-
-    def __init__(self, kernels: Kernels, params: Params, rng: np.random.Generator,
-                 state: StreamState | None = None) -> None:
-        self.kernels, self.params, self.rng = kernels, params, rng
-        self.state = None
-        self.workspace = _UNMADE
-        self.dense = None  # in-memory dense data, converted and checked once per fit
-        if state is not None:  # a copy: the caller's state stays as it was if this fails
-            self.state = StreamState(kernels.asarray(np.array(state.centers)),
-                                     kernels.asarray(np.array(state.counts)), state.n_seen,
-                                     state.n_steps, state.weight_seen)
-
-    def run(self, source: Any) -> None:
-        """One pass over `source`: one kernel call for in-memory dense data, else a batch at a
-        time; in-memory data are visited in a new random order when `shuffle` is set."""
-        params = self.params
-        order = None
-        if params.shuffle and source.in_memory:
-            order = self.rng.permutation(source.n_samples)
-        if source.kind in ("dense", "frame", "device"):
-            if self.dense is None:
-                self.dense = source.dense()
-            self._stream(self.dense, source.sample_weight, order)
-            return
-        for X, weights in source.batches(params.mini_batch_size, order):
-            self._stream(X, weights, None)
-
-    def _stream(self, X: Any, weights: np.ndarray | None, order: np.ndarray | None) -> None:
-        kernels, params = self.kernels, self.params
-        batch = params.mini_batch_size
-        if self.state is None:
-            first, first_weights = _first_rows(kernels, X, weights, order, batch)
-            self.state = initialize(first, first_weights, params, kernels, self.rng)
-        state = self.state
-        check_n_features(X.shape[1], state.centers.shape[1])
-        if X.dtype != state.centers.dtype:  # cast where X lives: a backend moves it itself
-            X = X.astype(state.centers.dtype)
-        if self.workspace is _UNMADE:  # a backend's workspace may itself be None
-            self.workspace = kernels.workspace(X.dtype, len(state.counts), X.shape[1],
-                                               min(batch, max(1, X.shape[0])))
-        kernels.stream_batches(X, weights, order, batch, state.centers, state.counts,
-                               params.half_life_time_size, self.workspace)
-        state.n_seen += X.shape[0]
-        state.n_steps += -(-X.shape[0] // batch)
-        state.weight_seen += X.shape[0] if weights is None else float(weights.sum())
-
-    def host_state(self, source: Any) -> StreamState:
-        """The state after the passes, as numpy arrays."""
-        if self.state is None:
-            raise ValueError(
-                f"Found 0 sample(s) in {source.description} while a minimum of 1 is required "
-                "by KMeans."
-            )
-        state = self.state
-        return StreamState(self.kernels.to_numpy(state.centers),
-                           self.kernels.to_numpy(state.counts), state.n_seen, state.n_steps,
-                           state.weight_seen)
+    def _refine(self, result: FitResult, X: Any, weights: np.ndarray | None,
+                params: Params) -> None:
+        """Lloyd on the data from the reduced centers, until a move would lower the loss by
+        at most local_lloyd_tol (relative): one pass when the stream already found a fixed
+        point, the labels of the training rows coming with it."""
+        kernels, reduction = self.kernels, result.reduction
+        centers = kernels.asarray(reduction.centers.astype(result.dtype))
+        labels = kernels.empty(X.shape[0], np.int32, like=X)
+        workspace = kernels.workspace(result.dtype, len(reduction.centers), X.shape[1], 0)
+        loss, moves = kernels.refine(X, weights, centers, labels, params.local_lloyd_max_iter,
+                                     params.local_lloyd_tol, workspace)
+        logger.info("refined on the data: %d move(s), mean square distance %.6g", moves,
+                    loss / (X.shape[0] if weights is None else weights.sum()))
+        host_labels = kernels.to_numpy(labels)
+        result.reduction = Reduction(
+            kernels.to_numpy(centers).astype(np.float64),
+            np.bincount(host_labels, weights=weights, minlength=len(reduction.centers)),
+            reduction.train_msd, reduction.n_iter,
+        )
+        result.labels, result.inertia = labels, loss
 
 
-def _first_rows(kernels: Kernels, X: Any, weights: np.ndarray | None, order: np.ndarray | None,
-                batch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The first mini-batch, on the host: X's first rows, or the rows order[:batch], in that
-    order (the first batch the stream then visits)."""
-    index = slice(0, batch) if order is None else order[:batch]
-    where = index if order is None or isinstance(X, np.ndarray) else kernels.asarray(index)
-    first = kernels.to_numpy(X[where])
-    return np.ascontiguousarray(first), None if weights is None else weights[index]
+def refines(source: Any, params: Params) -> bool:
+    """Whether the fit ends with Lloyd on the data: in-memory dense data, no decay (which
+    weighs recent rows more), and not SageMaker's exact algorithm (parity mode)."""
+    return (source.kind in DENSE_KINDS and params.half_life_time_size == 0
+            and not params.parity)
 
 
 def n_initial_centers(k: int, factor: int | None, n_rows: int, n_distinct: int) -> int:

@@ -222,7 +222,9 @@ class KMeans(ParamsMixin):
             result = trainer.fit(source, params, rng)
         fitted = _Fitted(result.state, result.reduction, params, _copy_rng(rng), result.dtype,
                          result.n_features, source.feature_names, result.n_epochs)
-        if source.in_memory:
+        if result.labels is not None:  # the fit's last pass over the data labelled them
+            fitted.labels = (result.labels, result.inertia)
+        elif source.in_memory:
             fitted.labels = self._labels_of(fitted, source)
         self._commit(fitted)
         return self

@@ -177,10 +177,11 @@ def test_weights_stream_with_a_path_and_partial_fit(tmp_path):
     weights = np.random.default_rng(0).random(300) + 0.5
     path = tmp_path / "x.npy"
     np.save(path, X)
-    from_path = model(mini_batch_size=100, shuffle=False).fit(str(path), sample_weight=weights)
-    in_memory = model(mini_batch_size=100, shuffle=False).fit(X, sample_weight=weights)
+    parity = dict(mini_batch_size=100, shuffle=False, reassignment_ratio=0)
+    from_path = model(**parity).fit(str(path), sample_weight=weights)
+    in_memory = model(**parity).fit(X, sample_weight=weights)
     np.testing.assert_allclose(from_path.cluster_centers_, in_memory.cluster_centers_)
-    partial = model(mini_batch_size=100, shuffle=False)
+    partial = model(**parity)
     for start in range(0, 300, 100):
         partial.partial_fit(X[start:start + 100], sample_weight=weights[start:start + 100])
     np.testing.assert_allclose(partial._fitted.state.centers, in_memory._fitted.state.centers)

@@ -68,9 +68,9 @@ def test_same_seed_same_centers_other_seed_other_start():
 
 def test_a_stream_of_odd_chunks_equals_the_array():
     X, _ = blobs(n=1000)
-    whole = model(mini_batch_size=128, shuffle=False).fit(X)
+    whole = model(mini_batch_size=128, shuffle=False, reassignment_ratio=0).fit(X)
     chunks = (X[i:i + 77] for i in range(0, len(X), 77))
-    streamed = model(mini_batch_size=128, shuffle=False).fit(chunks)
+    streamed = model(mini_batch_size=128, shuffle=False, reassignment_ratio=0).fit(chunks)
     np.testing.assert_allclose(streamed.cluster_centers_, whole.cluster_centers_, rtol=1e-12)
     assert not hasattr(streamed, "labels_")
 
@@ -101,16 +101,20 @@ def test_sparse_input_is_densified_batch_by_batch():
     X, _ = blobs()
     km_dense = model(mini_batch_size=100).fit(X)
     km_sparse = model(mini_batch_size=100).fit(sparse.csr_matrix(X))
-    np.testing.assert_allclose(km_sparse.cluster_centers_, km_dense.cluster_centers_)
+    # The same streaming state; only dense data end refined on the data (sparse is not
+    # densified whole), which separated blobs leave where they are.
+    np.testing.assert_allclose(km_sparse._fitted.state.centers, km_dense._fitted.state.centers)
+    np.testing.assert_allclose(km_sparse.cluster_centers_, km_dense.cluster_centers_,
+                               rtol=1e-3)
     np.testing.assert_array_equal(km_sparse.predict(sparse.csr_matrix(X)), km_dense.labels_)
 
 
 def test_partial_fit_streams_and_matches_fit_on_the_same_batches():
     X, _ = blobs(n=800)
-    km = model(mini_batch_size=200, shuffle=False)
+    km = model(mini_batch_size=200, shuffle=False, reassignment_ratio=0)
     for start in range(0, len(X), 200):
         km.partial_fit(X[start:start + 200])
-    whole = model(mini_batch_size=200, shuffle=False).fit(X)
+    whole = model(mini_batch_size=200, shuffle=False, reassignment_ratio=0).fit(X)
     np.testing.assert_allclose(km._fitted.state.centers, whole._fitted.state.centers)
     np.testing.assert_allclose(km.cluster_centers_, whole.cluster_centers_)
     assert km.n_samples_seen_ == len(X)
@@ -243,11 +247,12 @@ def test_predict_names_a_bad_value_far_into_the_data(backend, value):
 
 def test_a_list_of_nested_list_batches_streams_like_the_array():
     X, _ = blobs(n=400)
-    whole = model(mini_batch_size=100).fit(X)
+    parity = dict(mini_batch_size=100, shuffle=False, reassignment_ratio=0)
+    whole = model(**parity).fit(X)
     batches = [X[:150].tolist(), X[150:].tolist()]
-    streamed = model(mini_batch_size=100).fit(batches)
+    streamed = model(**parity).fit(batches)
     np.testing.assert_allclose(streamed.cluster_centers_, whole.cluster_centers_, rtol=1e-12)
-    rows = model(mini_batch_size=100).fit(X.tolist())  # a list of rows is one table
+    rows = model(**parity).fit(X.tolist())  # a list of rows is one table
     np.testing.assert_array_equal(rows.labels_, whole.labels_)
 
 

@@ -75,15 +75,16 @@ def test_the_registry_imports_no_backend():
     assert imported <= {"kmeans_stream.backends"}, imported
 
 
-def test_the_algorithm_names_no_backend():
-    path = PACKAGE / "algorithm.py"
+@pytest.mark.parametrize("name", ["algorithm.py", "streaming.py", "reassignment.py"])
+def test_the_algorithm_names_no_backend(name):
+    path = PACKAGE / name
     imported = imports_of(path)
     backend_modules = {m for m in imported if m.startswith("kmeans_stream.backends.")}
     assert {m.split(".")[2] for m in backend_modules} <= {"base"}, backend_modules
     strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-    for name in backends.REGISTRY:
-        assert name not in strings, f"algorithm.py names the backend {name!r}"
+    for backend in backends.REGISTRY:
+        assert backend not in strings, f"{name} names the backend {backend!r}"
 
 
 def test_the_rules_see_imports_inside_functions(tmp_path):

@@ -182,25 +182,40 @@ def _blocked_scores(xt, m, cm2, c_norms, best, codes, width):
 
 
 @jit()
-def _transpose(X, t0, m, xt, width):
-    """xt[f, r] = X[t0 + r, f]; with d == width the feature loop has a constant trip count."""
-    if X.shape[1] == len(width):
-        for r in range(m):
-            for f in range(len(width)):
-                xt[f, r] = X[t0 + r, f]
-    else:
-        for r in range(m):
-            for f in range(X.shape[1]):
-                xt[f, r] = X[t0 + r, f]
+def _row(visits, i):
+    """The row of X that visit i reads: visits[i], or i itself where visits is empty."""
+    return visits[i] if visits.shape[0] > 0 else i
 
 
 @jit()
-def _gemm_scores(X, t0, m, C, c_norms, dots, best, codes):
-    """best, codes OUT: min over centers of ||c||^2 - 2 x.c for rows t0:t0+m, by sgemm/dgemm."""
+def _transpose(X, visits, t0, m, xt, width):
+    """xt[f, r] = the row of visit t0 + r, feature f; with d == width the feature loop has a
+    constant trip count."""
+    if X.shape[1] == len(width):
+        for r in range(m):
+            i = _row(visits, t0 + r)
+            for f in range(len(width)):
+                xt[f, r] = X[i, f]
+    else:
+        for r in range(m):
+            i = _row(visits, t0 + r)
+            for f in range(X.shape[1]):
+                xt[f, r] = X[i, f]
+
+
+@jit()
+def _gemm_scores(X, visits, t0, m, C, c_norms, dots, gathered, best, codes):
+    """best, codes OUT: min over centers of ||c||^2 - 2 x.c for visits t0:t0+m, by
+    sgemm/dgemm. Visited rows are first copied into `gathered` (the tile's rows only)."""
     D = dots.reshape(dots.size)[: C.shape[0] * m].reshape((C.shape[0], m))
+    tile = X[t0 : t0 + m]
+    if visits.shape[0] > 0:
+        for r in range(m):
+            gathered[r] = X[visits[t0 + r]]
+        tile = gathered[:m]
     # Centers by rows of the tile, so the argmin below runs along contiguous rows and
     # vectorises as elementwise selects (a float min-reduction would need nnan).
-    np.dot(C, X[t0 : t0 + m].T, D)
+    np.dot(C, tile.T, D)
     two = X.dtype.type(2.0)
     for r in range(m):
         best[r] = np.inf
@@ -233,8 +248,10 @@ def _gemm_scores(X, t0, m, C, c_norms, dots, best, codes):
 
 
 @jit()
-def _assign_range(X, start, stop, base, C, c_norms, cm2, scratch, width, labels, sq_dist):
-    """Rows start:stop of X; their labels (and sq_dist, unless empty) go to index row - base.
+def _assign_range(X, visits, start, stop, base, C, c_norms, cm2, scratch, gathered, width,
+                  labels, sq_dist):
+    """Visits start:stop (rows of X, or the rows `visits` lists); their labels (and sq_dist,
+    unless empty) go to index visit - base.
 
     A non-empty width selects the blocked kernel, else the matrix product. Returns the sum of
     the rows' squared distances, or without sq_dist the sum of their scores (either is not
@@ -250,15 +267,15 @@ def _assign_range(X, start, stop, base, C, c_norms, cm2, scratch, width, labels,
     for t0 in range(start, stop, step):
         m = min(stop, t0 + step) - t0
         if len(width) > 0:
-            _transpose(X, t0, m, tile, width)
+            _transpose(X, visits, t0, m, tile, width)
             _blocked_scores(tile, m, cm2, c_norms, best, codes, width)
         else:
-            _gemm_scores(X, t0, m, C, c_norms, tile, best, codes)
+            _gemm_scores(X, visits, t0, m, C, c_norms, tile, gathered, best, codes)
         for r in range(m):
             labels[t0 - base + r] = np.intp(codes[r])
         if exact:
             for r in range(m):
-                d2 = _exact_sq(X, t0 + r, C, np.intp(codes[r]))
+                d2 = _exact_sq(X, _row(visits, t0 + r), C, np.intp(codes[r]))
                 sq_dist[t0 - base + r] = d2
                 total += d2
         else:
@@ -283,10 +300,12 @@ def _chunk(start, stop, n_chunks, t):
 @jit(parallel=True)
 def _assign_labels_par(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
     n_chunks = scratch.shape[0]
+    no_visits = np.empty(0, dtype=np.intp)
+    no_rows = np.empty((0, X.shape[1]), dtype=X.dtype)
     for t in prange(n_chunks):
         lo, hi = _chunk(0, X.shape[0], n_chunks, t)
-        totals[t] = _assign_range(X, lo, hi, 0, C, c_norms, cm2, scratch[t], width, labels,
-                                  sq_dist)
+        totals[t] = _assign_range(X, no_visits, lo, hi, 0, C, c_norms, cm2, scratch[t],
+                                  no_rows, width, labels, sq_dist)
 
 
 @jit()
@@ -297,7 +316,8 @@ def assign_labels(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals):
     if _parallel(X.shape[0], C):
         _assign_labels_par(X, C, c_norms, cm2, scratch, width, labels, sq_dist, totals)
         return totals.sum()
-    return _assign_range(X, 0, X.shape[0], 0, C, c_norms, cm2, scratch[0], width, labels,
+    return _assign_range(X, np.empty(0, dtype=np.intp), 0, X.shape[0], 0, C, c_norms, cm2,
+                         scratch[0], np.empty((0, X.shape[1]), dtype=X.dtype), width, labels,
                          sq_dist)
 
 
@@ -315,17 +335,18 @@ def transform(X, C, out):
 
 
 @jit()
-def _accumulate(X, lo, hi, base, weights, labels, sq_dist, sums, mass):
-    """sums[j] = sum w_i x_i, mass[j] = sum w_i over rows lo:hi; returns sum w_i sq_dist_i
+def _accumulate(X, visits, lo, hi, base, weights, labels, sq_dist, sums, mass):
+    """sums[j] = sum w_i x_i, mass[j] = sum w_i over visits lo:hi; returns sum w_i sq_dist_i
     (0 when sq_dist is empty)."""
     sums[:] = 0.0
     mass[:] = 0.0
     loss = 0.0
     for i in range(lo, hi):
         j = labels[i - base]
-        w = weights[i] if weights.shape[0] > 0 else 1.0
+        row = _row(visits, i)
+        w = weights[row] if weights.shape[0] > 0 else 1.0
         for f in range(X.shape[1]):
-            sums[j, f] += w * X[i, f]
+            sums[j, f] += w * X[row, f]
         mass[j] += w
         if sq_dist.shape[0] > 0:
             loss += w * sq_dist[i - base]
@@ -333,54 +354,34 @@ def _accumulate(X, lo, hi, base, weights, labels, sq_dist, sums, mass):
 
 
 @jit(parallel=True)
-def _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
-                           sq_dist, sums, mass, losses):
+def _assign_accumulate_par(X, visits, start, stop, weights, C, c_norms, cm2, scratch,
+                           gathered, width, labels, sq_dist, sums, mass, losses):
     n_chunks = scratch.shape[0]
     for t in prange(n_chunks):
         lo, hi = _chunk(start, stop, n_chunks, t)
-        _assign_range(X, lo, hi, start, C, c_norms, cm2, scratch[t], width, labels, sq_dist)
-        losses[t] = _accumulate(X, lo, hi, start, weights, labels, sq_dist, sums[t], mass[t])
+        _assign_range(X, visits, lo, hi, start, C, c_norms, cm2, scratch[t], gathered[t],
+                      width, labels, sq_dist)
+        losses[t] = _accumulate(X, visits, lo, hi, start, weights, labels, sq_dist, sums[t],
+                                mass[t])
 
 
 @jit()
-def _assign_accumulate(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
-                       sq_dist, sums, mass, losses):
-    """Rows start:stop: labels, then each worker's partial weighted sums (sums[t], mass[t]).
+def _assign_accumulate(X, visits, start, stop, weights, C, c_norms, cm2, scratch, gathered,
+                       width, labels, sq_dist, sums, mass, losses):
+    """Visits start:stop: labels, then each worker's partial weighted sums (sums[t], mass[t]).
 
     Returns the number of workers whose partial sums are to be reduced.
     """
     prepare_centers(C, c_norms, cm2)
     if _parallel(stop - start, C):
-        _assign_accumulate_par(X, start, stop, weights, C, c_norms, cm2, scratch, width, labels,
-                               sq_dist, sums, mass, losses)
+        _assign_accumulate_par(X, visits, start, stop, weights, C, c_norms, cm2, scratch,
+                               gathered, width, labels, sq_dist, sums, mass, losses)
         return scratch.shape[0]
-    _assign_range(X, start, stop, start, C, c_norms, cm2, scratch[0], width, labels, sq_dist)
-    losses[0] = _accumulate(X, start, stop, start, weights, labels, sq_dist, sums[0], mass[0])
+    _assign_range(X, visits, start, stop, start, C, c_norms, cm2, scratch[0], gathered[0],
+                  width, labels, sq_dist)
+    losses[0] = _accumulate(X, visits, start, stop, start, weights, labels, sq_dist, sums[0],
+                            mass[0])
     return 1
-
-
-@jit(parallel=True)
-def _gather_par(X, weights, order, b0, b1, gX, gw):
-    for i in prange(b1 - b0):
-        src = order[b0 + i]
-        for f in range(X.shape[1]):
-            gX[i, f] = X[src, f]
-        if weights.shape[0] > 0:
-            gw[i] = weights[src]
-
-
-@jit()
-def _gather(X, weights, order, b0, b1, gX, gw):
-    """OUT gX[:m], gw[:m] (gw only with weights): the rows order[b0:b1] of X and weights."""
-    if (b1 - b0) * X.shape[1] >= PARALLEL_MIN_WORK // 16:  # a copy, 16x lighter than a score
-        _gather_par(X, weights, order, b0, b1, gX, gw)
-        return
-    for i in range(b1 - b0):
-        src = order[b0 + i]
-        for f in range(X.shape[1]):
-            gX[i, f] = X[src, f]
-        if weights.shape[0] > 0:
-            gw[i] = weights[src]
 
 
 @jit()
@@ -412,35 +413,30 @@ def _mix_batch(C, counts, half_life, sums, mass, used):
 
 @jit()
 def stream_batches(X, weights, order, batch_size, C, counts, half_life, c_norms, cm2, scratch,
-                   width, labels, sums, mass, losses, gX, gw):
+                   gathered, width, labels, sums, mass, losses):
     """SageMaker's running-mean update per mini-batch; INOUT C (X's dtype) and counts.
 
     weights and order may be empty (unit weights; every row in X's own order). With an order,
-    the rows it lists are visited, each batch first gathered into gX (and its weights into gw),
-    (batch_size, d) scratch.
+    the rows it lists are visited, read in place (the matrix-product path copies a tile's
+    rows into gathered, (n_workers, rows, d) scratch).
     """
     n_visits = order.shape[0] if order.shape[0] > 0 else X.shape[0]
     no_distances = np.empty(0, dtype=np.float64)
     for b0 in range(0, n_visits, batch_size):
         b1 = min(n_visits, b0 + batch_size)
-        if order.shape[0] > 0:
-            _gather(X, weights, order, b0, b1, gX, gw)
-            w = gw[: b1 - b0] if weights.shape[0] > 0 else weights
-            used = _assign_accumulate(gX, 0, b1 - b0, w, C, c_norms, cm2, scratch, width,
-                                      labels, no_distances, sums, mass, losses)
-        else:
-            used = _assign_accumulate(X, b0, b1, weights, C, c_norms, cm2, scratch, width,
-                                      labels, no_distances, sums, mass, losses)
+        used = _assign_accumulate(X, order, b0, b1, weights, C, c_norms, cm2, scratch, gathered,
+                                  width, labels, no_distances, sums, mass, losses)
         _mix_batch(C, counts, half_life, sums, mass, used)
 
 
 @jit()
-def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, width, labels, sq_dist, sums,
-          mass, losses):
+def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, gathered, width, labels, sq_dist,
+          sums, mass, losses):
     """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
     n_samples, d = X.shape
-    used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, scratch, width,
-                              labels, sq_dist, sums, mass, losses)
+    no_visits = np.empty(0, dtype=np.intp)
+    used = _assign_accumulate(X, no_visits, 0, n_samples, weights, C, c_norms, cm2, scratch,
+                              gathered, width, labels, sq_dist, sums, mass, losses)
     loss = losses[:used].sum()
     n_iter = 0
     for it in range(1, max_iter + 1):
@@ -455,8 +451,8 @@ def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, width, labels, sq
                     for t in range(used):
                         s += sums[t, j, f]
                     C[j, f] = s / m
-        used = _assign_accumulate(X, 0, n_samples, weights, C, c_norms, cm2, scratch, width,
-                                  labels, sq_dist, sums, mass, losses)
+        used = _assign_accumulate(X, no_visits, 0, n_samples, weights, C, c_norms, cm2,
+                                  scratch, gathered, width, labels, sq_dist, sums, mass, losses)
         previous = loss
         loss = losses[:used].sum()
         if previous - loss <= tol * previous:
@@ -478,7 +474,8 @@ def _refine_range(X, lo, hi, weights, C, c_norms, cm2, scratch, width, labels, s
     tile = sq.shape[0]
     for s0 in range(lo, hi, tile):
         s1 = min(hi, s0 + tile)
-        _assign_range(X, s0, s1, s0, C, c_norms, cm2, scratch, width, labels[s0:s1], sq)
+        _assign_range(X, np.empty(0, dtype=np.intp), s0, s1, s0, C, c_norms, cm2, scratch,
+                      np.empty((0, X.shape[1]), dtype=X.dtype), width, labels[s0:s1], sq)
         for i in range(s0, s1):
             j = labels[i]
             w = weights[i] if weights.shape[0] > 0 else 1.0

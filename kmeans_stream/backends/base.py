@@ -186,6 +186,8 @@ class FitResult:
     dtype: np.dtype
     n_epochs: int = 1
     metrics: dict[str, float] = field(default_factory=dict)
+    labels: Any = None  # (n_samples,) int32 of the training rows, where the fit made them
+    inertia: float | None = None  # their (weighted) sum of squared distances
 
 
 @runtime_checkable

@@ -119,8 +119,9 @@ class _Workspace:
     """Scratch for one shape of work: one tile and one set of partial sums per worker.
 
     Made once per fit (or predict call) by `NumbaKernels.workspace` and reused by every call:
-    labels and distances for up to `rows` rows, and gather buffers of `rows` rows, made on first
-    use, for batches visited in a given order.
+    labels and distances for up to `rows` rows, a tile of copied rows per worker for the
+    matrix-product path of rows visited in an order, and (on first use) the tile distances of
+    `refine`.
     """
 
     def __init__(self, dtype: np.dtype, n_centers: int, n_features: int, rows: int) -> None:
@@ -146,7 +147,8 @@ class _Workspace:
         self.sums = np.empty((n_workers, n_centers, n_features), dtype=np.float64)
         self.mass = np.empty((n_workers, n_centers), dtype=np.float64)
         self.losses = np.empty(n_workers, dtype=np.float64)
-        self._gather: tuple[np.ndarray, np.ndarray] | None = None
+        # The matrix-product path copies a tile's visited rows here (rows of an order).
+        self.gathered = np.empty((n_workers, 0 if width else 512, n_features), dtype=dtype)
         self._tile_distances: np.ndarray | None = None
 
     def check(self, X: np.ndarray, centers: np.ndarray, rows: int) -> None:
@@ -163,14 +165,6 @@ class _Workspace:
         if self._tile_distances is None:
             self._tile_distances = np.empty((self.scratch.shape[0], REFINE_TILE))
         return self._tile_distances
-
-    def gather_buffers(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, n_features) and (rows,) buffers that a batch visited in order is copied to."""
-        if self._gather is None:
-            dtype, _, n_features = self.key
-            self._gather = (np.empty((self.rows, n_features), dtype=dtype),
-                            np.empty(self.rows, dtype=np.float64))
-        return self._gather
 
     def buffers(self) -> tuple:
         """The arguments every assigning kernel takes after the centers, up to the labels."""
@@ -244,17 +238,17 @@ class NumbaKernels:
         weights = _weights(weights, n)
         ws = self._workspace_for(workspace, X, centers, min(batch_size, n))
         if order is None:
-            order, (gX, gw) = _NO_ORDER, (X[:0], _NONE)
+            order = _NO_ORDER
         else:
             order = np.ascontiguousarray(order, dtype=np.intp)
             if order.ndim != 1 or not len(order) or not 0 <= order.min() <= order.max() < n:
                 raise ValueError(f"order must list row indices of X (0 to {n - 1}); got "
                                  f"shape {order.shape}.")
-            gX, gw = ws.gather_buffers()
+        c_norms, cm2, scratch, width = ws.buffers()
         with ws.blas_context():
             _k.stream_batches(
-                X, weights, order, batch_size, centers, counts, float(half_life), *ws.buffers(),
-                ws.labels, ws.sums, ws.mass, ws.losses, gX, gw,
+                X, weights, order, batch_size, centers, counts, float(half_life), c_norms, cm2,
+                scratch, ws.gathered, width, ws.labels, ws.sums, ws.mass, ws.losses,
             )
 
     def lloyd(self, X, weights, centers, max_iter: int, tol: float,
@@ -264,10 +258,11 @@ class NumbaKernels:
         _check_out("centers", centers, (X.dtype,), (centers.shape[0], X.shape[1]))
         weights = _weights(weights, X.shape[0])
         ws = self._workspace_for(workspace, X, centers, X.shape[0])
+        c_norms, cm2, scratch, width = ws.buffers()
         with ws.blas_context():
             loss, n_iter = _k.lloyd(
-                X, weights, centers, int(max_iter), float(tol), *ws.buffers(), ws.labels,
-                ws.sq_dist, ws.sums, ws.mass, ws.losses,
+                X, weights, centers, int(max_iter), float(tol), c_norms, cm2, scratch,
+                ws.gathered, width, ws.labels, ws.sq_dist, ws.sums, ws.mass, ws.losses,
             )
         return float(loss), int(n_iter)
 

@@ -75,9 +75,10 @@ class NumpyKernels:
         """OUT out (n_samples, n_centers), X's dtype: Euclidean distance to each center."""
         c64 = centers.astype(np.float64)
         c_norms = np.einsum("ij,ij->i", c64, c64)
-        for start in range(0, X.shape[0], _TILE_ROWS):
-            tile = _sq_distances(X[start:start + _TILE_ROWS], c64, c_norms)
-            out[start:start + len(tile)] = np.sqrt(tile)
+        with np.errstate(invalid="ignore", over="ignore"):  # a bad row shows in `out`
+            for start in range(0, X.shape[0], _TILE_ROWS):
+                tile = _sq_distances(X[start:start + _TILE_ROWS], c64, c_norms)
+                out[start:start + len(tile)] = np.sqrt(tile)
 
     def stream_batches(
         self, X: np.ndarray, weights: np.ndarray | None, order: np.ndarray | None,

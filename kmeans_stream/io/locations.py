@@ -21,9 +21,11 @@ from .streams import Tagged, iter_stream_chunks
 
 
 def iter_location_chunks(
-    source: str | os.PathLike, batch_size: int, *, skip_header: bool = False
+    source: str | os.PathLike, batch_size: int, *, skip_header: bool = False,
+    rng: Any = None,
 ) -> Iterator[Tagged]:
-    """Arrays of rows from every file a path or URI stands for, in order.
+    """Arrays of rows from every file a path or URI stands for, in order (in a random order
+    drawn from `rng` when one is given, as SageMaker's ShuffleConfig orders S3 objects).
 
     Parameters
     ----------
@@ -33,6 +35,8 @@ def iter_location_chunks(
         Rows per array where the format lets the reader choose.
     skip_header : bool, default False
         Drop the first line of each CSV file.
+    rng : numpy.random.Generator, optional
+        Shuffle the order of the files.
 
     Yields
     ------
@@ -40,7 +44,10 @@ def iter_location_chunks(
         Each array and where its first row comes from.
     """
     opener = _Opener()
-    for location in expand(source, opener):
+    locations = list(expand(source, opener))
+    if rng is not None and len(locations) > 1:
+        locations = [locations[i] for i in rng.permutation(len(locations))]
+    for location in locations:
         with opener.open(location) as stream:
             yield from iter_stream_chunks(stream, location, batch_size, skip_header=skip_header)
 

@@ -36,6 +36,7 @@ from .memory import (
     numeric_array,
 )
 from .s3 import is_s3_uri
+from .shuffle import shuffle_batches
 from .streams import Tagged, buffered, iter_stream_chunks
 
 __all__ = [
@@ -113,13 +114,18 @@ class Source:
         return X
 
     def batches(self, batch_size: int, order: np.ndarray | None = None, *,
-                finite: bool = True) -> Iterator[Batch]:
-        """The rows as (X, weights) batches of exactly `batch_size` rows (the last may be
-        fewer), in the fixed dtype.
+                finite: bool = True, rng: np.random.Generator | None = None,
+                buffer: int | str | None = None) -> Iterator[Batch]:
+        """The rows as (X, weights) batches of `batch_size` rows (the last may be fewer), in
+        the fixed dtype.
 
-        `order` (in-memory kinds only) visits the rows in that order. `finite` checks every
-        batch for NaN and infinity, naming the row (counted from the start of the data) and
-        the column; a reader that only moves data leaves them be.
+        `order` (in-memory kinds only) visits the rows in that order. For a stream, `rng`
+        shuffles the order of the files of a folder, manifest or prefix (unless sample weights,
+        which follow the source's row order, are given), and `buffer` (rows, or a size such as
+        '64MiB') passes the rows through a shuffle buffer drawn from `rng`
+        (`kmeans_stream.io.shuffle`). `finite` checks every batch for NaN and infinity,
+        naming the row (counted from the start of the data) and the column; a reader that
+        only moves data leaves them be.
         """
         batch_size = _check_batch_size(batch_size)
         if order is not None and not self.in_memory:
@@ -128,7 +134,10 @@ class Source:
             raise TypeError(f"{self.description} lives on a GPU; stream it with its backend")
         if self.in_memory:
             return self._memory_batches(batch_size, order, finite)
-        return self._streamed_batches(batch_size, finite)
+        batches = self._streamed_batches(batch_size, finite, rng)
+        if rng is not None and buffer is not None:
+            batches = shuffle_batches(batches, buffer, batch_size, rng)
+        return batches
 
     def _rows(self, rows: Any) -> np.ndarray:
         if self.kind == "frame":
@@ -150,9 +159,12 @@ class Source:
                 _check_finite_rows(X, rows)
             yield X, None if weights is None else weights[rows]
 
-    def _streamed_batches(self, batch_size: int, finite: bool) -> Iterator[Batch]:
+    def _streamed_batches(self, batch_size: int, finite: bool,
+                          rng: np.random.Generator | None) -> Iterator[Batch]:
         if self.kind == "location":
-            tagged = iter_location_chunks(self.data, batch_size, skip_header=self.skip_header)
+            file_order = rng if self.sample_weight is None else None
+            tagged = iter_location_chunks(self.data, batch_size, skip_header=self.skip_header,
+                                          rng=file_order)
         elif self.kind == "stream":
             tagged = _iter_file_object(self.data, batch_size, self.skip_header)
         else:
