@@ -169,10 +169,11 @@ class LocalTrainer:
                                      params.local_lloyd_tol, workspace)
         logger.info("refined on the data: %d move(s), mean square distance %.6g", moves,
                     loss / (X.shape[0] if weights is None else weights.sum()))
-        host_labels = kernels.to_numpy(labels)
+        refined = kernels.to_numpy(centers).astype(np.float64)
+        state = result.state
+        live = state.counts > 0  # counts_ keep their meaning: the streamed weight, re-binned
         result.reduction = Reduction(
-            kernels.to_numpy(centers).astype(np.float64),
-            np.bincount(host_labels, weights=weights, minlength=len(reduction.centers)),
+            refined, binned_weights(state.centers[live], state.counts[live], refined, kernels),
             reduction.train_msd, reduction.n_iter,
         )
         result.labels, result.inertia = labels, loss
@@ -296,10 +297,17 @@ def reduce_centers(state: StreamState, params: Params, kernels: Kernels,
         if best is None or loss < best[0]:
             best = (loss, centers, n_iter)
     loss, centers, n_iter = best
+    final_weights = binned_weights(points, weights, centers, kernels, workspace)
+    return Reduction(centers, final_weights, loss / weights.sum(), n_iter)
+
+
+def binned_weights(points: np.ndarray, weights: np.ndarray, centers: np.ndarray,
+                   kernels: Kernels, workspace: Any = None) -> np.ndarray:
+    """The weight of the weighted points nearest each center (float64, (n_centers,))."""
+    points = np.ascontiguousarray(points, dtype=centers.dtype)
     labels = np.empty(len(points), dtype=np.intp)
     kernels.assign(points, centers, labels, None, workspace)
-    final_weights = np.bincount(labels, weights=weights, minlength=k)
-    return Reduction(centers, final_weights, loss / weights.sum(), n_iter)
+    return np.bincount(labels, weights=weights, minlength=len(centers))
 
 
 def _seed_reduction(points: np.ndarray, weights: np.ndarray, params: Params, kernels: Kernels,

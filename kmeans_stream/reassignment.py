@@ -2,9 +2,9 @@
 
 `reassignment_ratio` (local only; scikit-learn's MiniBatchKMeans name and meaning, 0 turns it
 off). Every `check_interval` rows of the stream (10 K, as scikit-learn checks every 10
-n_clusters rows, and at least 16 mini-batches of data visited in a random order, 4 of data in
-the source's order) the algorithm calls `reassign` with the rows of the mini-batch just
-streamed. The rule, on a sample of up to `SAMPLE_ROWS` of those rows:
+n_clusters rows, and at least 32 mini-batches (at most a quarter of an epoch) of data visited
+in a random order, 4 of data in the source's order) the algorithm calls `reassign` with the
+rows of the mini-batch just streamed. The rule, on a sample of up to `SAMPLE_ROWS` of those rows:
 
 1. Starved centers, whose (decayed) count is below ``reassignment_ratio`` x the largest count
    (scikit-learn's rule), are moved, the lowest counts first and at most half the sample.
@@ -37,21 +37,23 @@ SWAP_CANDIDATES = 8
 # new clusters that a stream sorted by cluster brings.
 MAX_SWAPS = 8
 # Mini-batches between two checks, at least. A check costs about what streaming 1/10 of a
-# 5,000-row batch does: within 1% of a pass over data visited in a random order; four times as
-# often where the order may hold structure (measured: a CSV sorted by cluster, 8 times the
+# 5,000-row batch does: within 0.5% of a pass over data visited in a random order; eight times
+# as often where the order may hold structure (measured: a CSV sorted by cluster, 8 times the
 # shuffle buffer, streamed to 1.013x the in-memory SSE checking every 4 batches, 1.083x every
 # 8, 1.35x every 16).
-MIXED_CHECK_BATCHES = 16
+MIXED_CHECK_BATCHES = 32
 ORDERED_CHECK_BATCHES = 4
 
 
-def check_interval(n_centers: int, batch_size: int, mixed: bool) -> int:
-    """Rows between two checks: 10 K (scikit-learn's 10 n_clusters), and at least
-    `MIXED_CHECK_BATCHES` mini-batches where the whole data is visited in a random order
-    (`mixed`), else `ORDERED_CHECK_BATCHES`: rows in the source's order, or mixed only within a
-    bounded shuffle buffer, can bring new clusters at any time. A whole number of batches."""
-    batches = MIXED_CHECK_BATCHES if mixed else ORDERED_CHECK_BATCHES
-    rows = max(10 * n_centers, batches * batch_size)
+def check_interval(n_centers: int, batch_size: int, epoch_rows: int | None) -> int:
+    """Rows between two checks, a whole number of mini-batches: 10 K (scikit-learn's 10
+    n_clusters), and at least `ORDERED_CHECK_BATCHES` mini-batches; where the whole data is
+    visited in a random order (`epoch_rows` rows an epoch), at least `MIXED_CHECK_BATCHES` but
+    at most a quarter of an epoch. Rows in the source's order, or mixed only within a bounded
+    shuffle buffer, can bring new clusters at any time."""
+    rows = max(10 * n_centers, ORDERED_CHECK_BATCHES * batch_size)
+    if epoch_rows is not None:
+        rows = max(rows, min(MIXED_CHECK_BATCHES * batch_size, epoch_rows // 4))
     return -(-rows // batch_size) * batch_size
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._validation import check_n_features
 from .backends.base import Kernels, StreamState
-from .reassignment import check_interval, reassign
+from .reassignment import SAMPLE_ROWS, check_interval, reassign
 
 DENSE_KINDS = ("dense", "frame", "device")
 _UNMADE = object()
@@ -33,7 +33,7 @@ class StreamingPass:
         self.workspace = _UNMADE
         self.dense = None  # in-memory dense data, converted and checked once per fit
         self.streamed = False  # batches of up to mini_batch_size rows, one call each
-        self.mixed = False  # the whole data visited in a random order
+        self.mixed_rows = None  # rows of an epoch when the whole data is visited in random order
         self.until_check = 0
         if state is not None:  # a copy: the caller's state stays as it was if this fails
             self.state = StreamState(kernels.asarray(np.array(state.centers)),
@@ -54,8 +54,8 @@ class StreamingPass:
         """One pass over `source`."""
         params = self.params
         order = None
-        self.mixed = params.shuffle and source.in_memory
-        if self.mixed:
+        if params.shuffle and source.in_memory:
+            self.mixed_rows = source.n_samples
             order = visiting_order(source.n_samples, params.mini_batch_size, self.rng)
         if source.kind in DENSE_KINDS:
             if self.dense is None:
@@ -106,7 +106,7 @@ class StreamingPass:
 
     def _start_checks(self) -> None:
         self.until_check = check_interval(len(self.state.counts), self.params.mini_batch_size,
-                                          self.mixed)
+                                          self.mixed_rows)
 
     def _start_from(self, batches: Iterator) -> Iterator:
         """Draw the starting centers from the first `init_rows` rows of a stream, then give
@@ -145,7 +145,7 @@ class StreamingPass:
             start += span
             self.until_check -= span
             if params.reassignment_ratio > 0 and self.until_check <= 0:
-                last = slice(max(0, start - batch), start)
+                last = slice(max(0, start - batch), min(start, start - batch + SAMPLE_ROWS))
                 self._reassign(*self._rows(X, weights, last if order is None else order[last]))
                 self._start_checks()
 

@@ -190,17 +190,26 @@ def _row(visits, i):
 @jit()
 def _transpose(X, visits, t0, m, xt, width):
     """xt[f, r] = the row of visit t0 + r, feature f; with d == width the feature loop has a
-    constant trip count."""
-    if X.shape[1] == len(width):
+    constant trip count. The test for visits stays outside the loops, which then vectorise."""
+    if visits.shape[0] > 0:
+        if X.shape[1] == len(width):
+            for r in range(m):
+                i = visits[t0 + r]
+                for f in range(len(width)):
+                    xt[f, r] = X[i, f]
+        else:
+            for r in range(m):
+                i = visits[t0 + r]
+                for f in range(X.shape[1]):
+                    xt[f, r] = X[i, f]
+    elif X.shape[1] == len(width):
         for r in range(m):
-            i = _row(visits, t0 + r)
             for f in range(len(width)):
-                xt[f, r] = X[i, f]
+                xt[f, r] = X[t0 + r, f]
     else:
         for r in range(m):
-            i = _row(visits, t0 + r)
             for f in range(X.shape[1]):
-                xt[f, r] = X[i, f]
+                xt[f, r] = X[t0 + r, f]
 
 
 @jit()
