@@ -439,6 +439,22 @@ def stream_batches(X, weights, order, batch_size, C, counts, half_life, c_norms,
 
 
 @jit()
+def _move_to_means(C, sums, mass, used):
+    """C[j] = the mean of its rows, from the partial sums of `used` workers; an empty cluster
+    keeps its center."""
+    for j in range(C.shape[0]):
+        m = 0.0
+        for t in range(used):
+            m += mass[t, j]
+        if m > 0.0:
+            for f in range(C.shape[1]):
+                s = 0.0
+                for t in range(used):
+                    s += sums[t, j, f]
+                C[j, f] = s / m
+
+
+@jit()
 def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, gathered, width, labels, sq_dist,
           sums, mass, losses):
     """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
@@ -450,16 +466,7 @@ def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, gathered, width, 
     n_iter = 0
     for it in range(1, max_iter + 1):
         n_iter = it
-        for j in range(C.shape[0]):
-            m = 0.0
-            for t in range(used):
-                m += mass[t, j]
-            if m > 0.0:  # an empty cluster keeps its center
-                for f in range(d):
-                    s = 0.0
-                    for t in range(used):
-                        s += sums[t, j, f]
-                    C[j, f] = s / m
+        _move_to_means(C, sums, mass, used)
         used = _assign_accumulate(X, no_visits, 0, n_samples, weights, C, c_norms, cm2,
                                   scratch, gathered, width, labels, sq_dist, sums, mass, losses)
         previous = loss
@@ -539,16 +546,7 @@ def refine(X, weights, C, labels, max_moves, tol, c_norms, cm2, scratch, width, 
                     scale += s * s / m
         if moves >= max_moves or drop <= tol * loss or drop <= REFINE_NOISE * scale:
             return loss, moves
-        for j in range(C.shape[0]):
-            m = 0.0
-            for t in range(used):
-                m += mass[t, j]
-            if m > 0.0:  # an empty cluster keeps its center
-                for f in range(d):
-                    s = 0.0
-                    for t in range(used):
-                        s += sums[t, j, f]
-                    C[j, f] = s / m
+        _move_to_means(C, sums, mass, used)
         moves += 1
 
 
