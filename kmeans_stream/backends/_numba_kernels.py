@@ -458,7 +458,7 @@ def _move_to_means(C, sums, mass, used):
 def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, gathered, width, labels, sq_dist,
           sums, mass, losses):
     """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
-    n_samples, d = X.shape
+    n_samples = X.shape[0]
     no_visits = np.empty(0, dtype=np.intp)
     used = _assign_accumulate(X, no_visits, 0, n_samples, weights, C, c_norms, cm2, scratch,
                               gathered, width, labels, sq_dist, sums, mass, losses)
