@@ -4,7 +4,14 @@ Needs CuPy and NVRTC (``pip install 'cupy-cuda13x[ctk]'``), not a device: the mo
 `kmeans_stream.backends._cupy_kernels` are compiled exactly as the backend names them, and the
 registers, spills and stack of each kernel are printed from ptxas. Exit status 1 on any error.
 
+With ``--numba``, instead compile (or load from numba's on-disk cache) every signature of the
+numba kernels the cupy backend runs small seeding and Lloyd problems with (kmeanspp_plain,
+kmeanspp, lloyd; float32 and float64; every feature width numba specialises on), so that tests
+and benchmarks that follow find them cached. ``--part i/n`` takes every n-th of them from the
+i-th, for n processes side by side.
+
     python benchmarks/gpu_compile_check.py [--arch 90] [--verbose]
+    python benchmarks/gpu_compile_check.py --numba [--part 0/4]
 """
 
 from __future__ import annotations
@@ -60,11 +67,46 @@ def summarize(log: str) -> list[str]:
     return lines
 
 
+def warm_numba(part: int, parts: int) -> int:
+    """Compile or load the numba signatures the cupy backend's host path takes; exit status."""
+    from kmeans_stream.backends.base import PLAIN_PROPOSALS
+    from kmeans_stream.backends.numba import NumbaKernels
+
+    kernels, rng = NumbaKernels(), np.random.default_rng(0)
+    # numba specialises on the dtype and on the padded feature width (4, 8, 16, 32, or 0 for
+    # the matrix product): d = 3, 8, 16, 32, 64 take each once (with 4 centers for Lloyd).
+    jobs = [(kind, dtype, d) for kind in ("plain", "lloyd") for d in (16, 64, 3, 8, 32)
+            for dtype in (np.float32, np.float64)]
+    jobs += [("seed", dtype, 16) for dtype in (np.float32, np.float64)]
+    for i, (kind, dtype, d) in enumerate(jobs):
+        if i % parts != part:
+            continue
+        X = rng.standard_normal((64, d)).astype(dtype)
+        w = rng.random(64) + 0.5
+        start = time.perf_counter()
+        if kind == "plain":
+            kernels.kmeanspp_plain(X, w, rng.random((4, 2 * PLAIN_PROPOSALS)),
+                                   np.empty(4, np.intp))
+        elif kind == "seed":
+            kernels.kmeanspp(X, w, rng.random((4, 3)), np.empty(4, np.intp))
+        else:
+            kernels.lloyd(X, w, X[:4].copy(), 5, 1e-4)
+        print(f"numba {kind:6s} {np.dtype(dtype).name:8s} d={d:3d} "
+              f"{time.perf_counter() - start:6.1f} s", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="90")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--numba", action="store_true",
+                        help="compile the numba kernels of the host path instead")
+    parser.add_argument("--part", default="0/1", help="i/n: this process's share (--numba)")
     args = parser.parse_args()
+    if args.numba:
+        part, parts = (int(v) for v in args.part.split("/"))
+        return warm_numba(part, parts)
     failures = 0
     for dtype in (np.float32, np.float64):
         for kind, names_of in ck.MODULES.items():

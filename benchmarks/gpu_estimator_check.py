@@ -28,7 +28,10 @@ def main() -> None:
     import cupy as cp
 
     from kmeans_stream import KMeans
+    from kmeans_stream.backends._cupy_host import host_kernels
 
+    print("small seeding and Lloyd problems run on the host with", host_kernels("numba").name,
+          flush=True)
     X = blobs(1_000_000, 16, 16)
     parity = dict(k=16, random_state=0, shuffle=False, reassignment_ratio=0)
     for label, params in (("parity", parity), ("defaults", dict(k=16, random_state=0))):

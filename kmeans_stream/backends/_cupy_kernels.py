@@ -1,14 +1,19 @@
 """The CUDA C++ kernels of the cupy backend, and the one place that compiles them.
 
-Three modules of one source, compiled with NVRTC on first use (CuPy caches the binaries on
-disk, so a new process loads them instead of compiling):
+Four modules, compiled with NVRTC on first use (CuPy caches the binaries on disk, so a new
+process loads them instead of compiling); the sources of the last three are in
+`kmeans_stream.backends._cupy_src_stream` and `kmeans_stream.backends._cupy_src_matrix`:
 
-- ``fused``, per dtype: `assign_fused` for every padded width in `FUSED_WIDTHS` (small d * K:
-  centers in shared memory, no n x K matrix).
-- ``persistent``, per dtype, launched cooperatively: `stream_persistent`, a whole streaming pass
-  in one launch with one device-wide barrier per mini-batch.
+- ``fused``, per dtype: the small d * K assignment, centers in shared memory and no n x K
+  matrix: `assign_fused` (one or several lanes a row) for every padded width in
+  `FUSED_WIDTHS`, `assign_rows` (several rows a lane) for those of `ASSIGN_ROWS`.
+- ``persistent``, per dtype, launched cooperatively: a whole streaming pass in one launch with
+  one device-wide barrier per mini-batch: `stream_persistent`, and `stream_persistent_v2` in the
+  forms of `v2_forms`.
 - ``generic``, per dtype: the matrix-product argmin, the per-batch streaming update, Lloyd's
   update, transform; and the float64 seeding kernels.
+- ``mma``, float32: `assign_mma`, the large-K assignment on TF32 tensor cores with the argmin
+  fused (precision "tf32").
 
 Conventions of every kernel: row ``p`` of a call is ``X[order[p]]`` when ``order`` is given
 (else ``X[p]``) and its weight ``weights[that row]`` (1 when ``weights`` is null); sums and
@@ -23,11 +28,25 @@ from typing import Any
 
 import numpy as np
 
+from ._cupy_src_matrix import GENERIC, MMA, SEEDING
+from ._cupy_src_stream import PERSISTENT
+
 # Padded feature widths of the fused kernels: a row of d features is held in D >= d registers
 # (the padding is zero), so one instantiation serves every d up to D.
 FUSED_WIDTHS = {np.dtype(np.float32): (4, 8, 16, 32, 64), np.dtype(np.float64): (4, 8, 16, 32)}
-# Threads per block of the persistent streaming kernel (its __launch_bounds__).
+# Rows per lane of `assign_rows` compiled for each padded width (registers: R x D values).
+ASSIGN_ROWS = {np.dtype(np.float32): {4: (2, 4), 8: (2, 4), 16: (2, 4), 32: (2,)},
+               np.dtype(np.float64): {4: (2, 4), 8: (2, 4), 16: (2,)}}
+# Threads per block of the first persistent streaming kernel (its __launch_bounds__).
 PERSISTENT_THREADS = 512
+# The forms `stream_persistent_v2` is compiled in at each width: (prefetch, (threads a block,
+# blocks a multiprocessor)) of its launch bounds. 512 x 1 leaves up to 128 registers a thread,
+# 512 x 2 and 1024 x 1 64; prefetching holds two rows of D values in registers, so it is
+# compiled up to width 16, and with 64 registers for float32 only (float64 spills there).
+PERSISTENT_V2_PREFETCH_MAX = 16
+# `assign_mma` forms: k-steps of 8 features (d <= 8 KS) -> 16-row tiles a warp (MT), at most
+# 64 registers of A fragments (MT x KS x 4).
+MMA_FORMS = {2: (1, 2), 4: (1, 2), 8: (1, 2), 16: (1,)}
 # Threads per block of the fused assignment (its __launch_bounds__).
 FUSED_THREADS = 256
 # Dynamic shared memory a fused kernel may take without raising the per-kernel limit (48 KB
@@ -259,443 +278,128 @@ __global__ void __launch_bounds__(256) assign_fused(
   }
   add_block_total(local, total);
 }
-"""
 
-_PERSISTENT = r"""
-// Device-wide barrier for a cooperative launch: `count` is zeroed before the launch and the
-// k-th barrier waits for k * gridDim.x arrivals. The fences order every thread's writes (the
-// block barrier first) before the arrival, and the waiting after it.
-__device__ __forceinline__ unsigned long long load_acquire(const unsigned long long* p) {
-  unsigned long long v;
-  asm volatile("ld.acquire.gpu.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ void grid_barrier(unsigned long long* count, unsigned long long target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(count, 1ULL);
-    while (load_acquire(count) < target) { }
-    __threadfence();
-  }
-  __syncthreads();
-}
-
-// INOUT: zero this block's share of one (sums, mass) buffer; cache-global stores, since other
-// blocks read the buffer through L2.
-__device__ void zero_share(double* sums, double* mass, i64 KD, int K) {
-  FOR_GRID(e, KD) __stcg(sums + e, 0.0);
-  FOR_GRID(e, (i64)K) __stcg(mass + e, 0.0);
-}
-
-// The running-mean update of one batch, applied by every block to its own copy of the centers
-// (c_s, hn_s) and counts (cnt_s) from the batch's sums and mass (IN, read through L2: the L1
-// copy of an earlier batch's values would be stale). Identical arithmetic in every block, so
-// every copy stays identical.
-template <typename T, int D>
-__device__ void apply_batch(const double* sums, const double* mass, double decay, int K, int d,
-                            int DS, T* c_s, T* hn_s, double* cnt_s, double* p_s, double* m_s) {
-  for (int j = threadIdx.x; j < K; j += blockDim.x) {
-    const double m = __ldcg(mass + j);
-    const double n = __dmul_rn(cnt_s[j], decay);
-    p_s[j] = m > 0.0 ? __ddiv_rn(m, __dadd_rn(n, m)) : 0.0;
-    m_s[j] = m;
-    cnt_s[j] = __dadd_rn(n, m);
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < K * d; e += blockDim.x) {
-    const int j = e / d;
-    if (m_s[j] > 0.0) {
-      T* c = c_s + j * DS + (e - j * d);
-      *c = (T)mix_center((double)*c, p_s[j], __ldcg(sums + e), m_s[j]);
-    }
-  }
-  __syncthreads();
-  for (int j = threadIdx.x; j < K; j += blockDim.x) {
-    if (m_s[j] > 0.0) hn_s[j] = half_sq_norm_padded<T, D>(c_s + j * DS);
-  }
-  __syncthreads();
-}
-
-// Assign the rows of one batch (positions [p0, p0 + m)) and add them to the batch's sums and
-// mass (INOUT, atomics at L2): lane lig of a row's group adds features lig, lig + G, ...
-template <typename T, int D>
-__device__ void accumulate_batch(const T* __restrict__ X, const i64* __restrict__ order,
-                                 const double* __restrict__ weights, i64 p0, i64 m, int d,
-                                 bool aligned, const T* c_s, const T* hn_s, int K, int DS, int G,
-                                 double* sums, double* mass) {
-  const int lane = threadIdx.x & 31, lig = lane & (G - 1), rows_per_warp = 32 / G;
-  const i64 warp0 = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  const i64 n_warps = ((i64)gridDim.x * blockDim.x) >> 5;
-  for (i64 base = warp0 * rows_per_warp; base < m; base += n_warps * rows_per_warp) {
-    const i64 q = base + lane / G;
-    const bool valid = q < m;
-    const i64 row = valid ? row_at(order, p0 + q) : 0;
-    T x[D];
-    load_row<T, D>(X + row * d, d, valid, aligned, x);
-    const int j = nearest_center<T, D>(x, c_s, hn_s, K, DS, G, lig);
-    if (valid) {
-      const double w = weight_at(weights, row);
-      double* s = sums + (i64)j * d;
+// s[r] = x[r] . c over D features for R rows at once: each vector load of the center from
+// shared memory (a broadcast: every lane reads the same center) feeds R rows.
+template <typename T, int D, int R>
+__device__ __forceinline__ void dot_rows(const T (&x)[R][D], const T* c, T (&s)[R]) {
 #pragma unroll
-      for (int k = 0; k < D; ++k) {
-        if (k < d && (k & (G - 1)) == lig) atomicAdd(s + k, w * (double)x[k]);
+  for (int r = 0; r < R; ++r) s[r] = T(0);
+  if constexpr (sizeof(T) == 4 && D % 4 == 0) {
+    const float4* c4 = reinterpret_cast<const float4*>(c);
+#pragma unroll
+    for (int q = 0; q < D / 4; ++q) {
+      const float4 v = c4[q];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        s[r] = fmaf(x[r][4 * q], v.x, s[r]); s[r] = fmaf(x[r][4 * q + 1], v.y, s[r]);
+        s[r] = fmaf(x[r][4 * q + 2], v.z, s[r]); s[r] = fmaf(x[r][4 * q + 3], v.w, s[r]);
       }
-      if (lig == 0) atomicAdd(mass + j, w);
+    }
+  } else if constexpr (sizeof(T) == 8 && D % 2 == 0) {
+    const double2* c2 = reinterpret_cast<const double2*>(c);
+#pragma unroll
+    for (int q = 0; q < D / 2; ++q) {
+      const double2 v = c2[q];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        s[r] = fma(x[r][2 * q], v.x, s[r]); s[r] = fma(x[r][2 * q + 1], v.y, s[r]);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+      const T v = c[k];
+#pragma unroll
+      for (int r = 0; r < R; ++r) s[r] = fma(x[r][k], v, s[r]);
     }
   }
 }
 
-// SageMaker's streaming update over rows [0, n) in batches of batch_size, the whole pass in one
-// cooperative launch. Each block keeps its own copy of the centers and counts in shared memory
-// and updates it from the sums of the previous batch, so one device-wide barrier per batch
-// suffices. The sums rotate over three buffers: batch b adds into buffer b % 3 while the blocks
-// read buffer (b - 1) % 3 and zero buffer (b + 1) % 3, which nobody reads or writes until the
-// next barrier has passed.
-// IN X, order (nullable), weights (nullable), decays (per batch, nullable: 1);
-// INOUT centers (K, d), counts (K,); scratch sums (3, K, d), mass (3, K), barrier (zeroed).
-// Shared memory: 3 K doubles (rounded up to 16 bytes), then K * center_stride + K elements of T.
+// Squared distance of x to c (D features, zero padded, 16-byte aligned in shared memory), summed
+// in float64. The differences are taken in T unless `wide`: a float32 difference of two float32
+// numbers is within 2^-24 of the exact one (no cancellation can follow, the squares being
+// positive), and it saves the float64 conversion of c, which Hopper does at a sixteenth of the
+// float32 rate. c is read with vector loads: the lanes of a warp read different centers.
 template <typename T, int D>
-__global__ void __launch_bounds__(512) stream_persistent(
+__device__ __forceinline__ double row_sq_dist(const T (&x)[D], const T* c, bool wide) {
+  constexpr int V = 16 / sizeof(T);
+  T cv[D];
+#pragma unroll
+  for (int q = 0; q < D / V; ++q) {
+    if constexpr (V == 4) {
+      const float4 v = reinterpret_cast<const float4*>(c)[q];
+      cv[4 * q] = v.x; cv[4 * q + 1] = v.y; cv[4 * q + 2] = v.z; cv[4 * q + 3] = v.w;
+    } else {
+      const double2 v = reinterpret_cast<const double2*>(c)[q];
+      cv[2 * q] = v.x; cv[2 * q + 1] = v.y;
+    }
+  }
+  double dd = 0.0;
+#pragma unroll
+  for (int k = 0; k < D; ++k) {
+    const double t = wide ? (double)x[k] - (double)cv[k] : (double)(x[k] - cv[k]);
+    dd = fma(t, t, dd);
+  }
+  return dd;
+}
+
+// The fused assignment with R rows per lane (one lane a row, for calls with rows enough to fill
+// the device): lane l of a warp takes rows base + r * 32 + l, r < R, so its loads of R rows are
+// in flight together and the label stores of each r are coalesced. Arguments as assign_fused's,
+// without G; `wide` as row_sq_dist's. The centers' rows in shared memory are D + 16 bytes
+// apart: aligned for the vector loads, and the lanes reading different winners in row_sq_dist
+// spread over the banks. Shared memory: K * (D + 16 / sizeof(T)) + K elements of T.
+template <typename T, typename L, int D, int R>
+__global__ void __launch_bounds__(256) assign_rows(
     const T* __restrict__ X, const i64* __restrict__ order, const double* __restrict__ weights,
-    i64 n, int d, int aligned, i64 batch_size, const double* __restrict__ decays, T* centers,
-    double* counts, int K, int G, double* sums, double* mass, unsigned long long* barrier) {
+    i64 n, int d, int aligned, const T* __restrict__ centers, int K, int wide,
+    L* __restrict__ labels, double* __restrict__ sq_dist, double* total) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int DS = center_stride(D, G);
-  double* cnt_s = reinterpret_cast<double*>(smem);
-  double* p_s = cnt_s + K;
-  double* m_s = p_s + K;
-  T* c_s = reinterpret_cast<T*>(smem + ((3 * K * sizeof(double) + 15) / 16) * 16);
+  constexpr int DS = D + 16 / sizeof(T);
+  T* c_s = reinterpret_cast<T*>(smem);
   T* hn_s = c_s + K * DS;
-  for (int j = threadIdx.x; j < K; j += blockDim.x) cnt_s[j] = counts[j];
   load_centers<T, D>(centers, K, d, DS, c_s, hn_s);
-  const i64 KD = (i64)K * d;
-  unsigned long long arrivals = gridDim.x;
-  zero_share(sums, mass, KD, K);
-  grid_barrier(barrier, arrivals);
-  const i64 n_batches = (n + batch_size - 1) / batch_size;
-  for (i64 b = 0; b < n_batches; ++b) {
-    if (b > 0) {
-      const int prev = (int)((b - 1) % 3);
-      apply_batch<T, D>(sums + prev * KD, mass + prev * K, decays ? decays[b - 1] : 1.0, K, d,
-                        DS, c_s, hn_s, cnt_s, p_s, m_s);
-    }
-    const int next = (int)((b + 1) % 3), cur = (int)(b % 3);
-    zero_share(sums + next * KD, mass + next * K, KD, K);
-    const i64 p0 = b * batch_size;
-    const i64 m = min(batch_size, n - p0);
-    accumulate_batch<T, D>(X, order, weights, p0, m, d, aligned != 0, c_s, hn_s, K, DS, G,
-                           sums + cur * KD, mass + cur * K);
-    arrivals += gridDim.x;
-    grid_barrier(barrier, arrivals);
-  }
-  const int last = (int)((n_batches - 1) % 3);
-  apply_batch<T, D>(sums + last * KD, mass + last * K,
-                    decays ? decays[n_batches - 1] : 1.0, K, d, DS, c_s, hn_s, cnt_s, p_s, m_s);
-  if (blockIdx.x == 0) {
-    for (int e = threadIdx.x; e < K * d; e += blockDim.x) {
-      const int j = e / d;
-      centers[e] = c_s[j * DS + (e - j * d)];
-    }
-    for (int j = threadIdx.x; j < K; j += blockDim.x) counts[j] = cnt_s[j];
-  }
-}
-"""
-
-_GENERIC = r"""
-// OUT out[j] = |c_j|^2 / 2 (accumulated in float64), the offsets of the matrix-product scores.
-template <typename T>
-__global__ void half_sq_norms(const T* __restrict__ centers, int K, int d, T* __restrict__ out) {
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < K; j += gridDim.x * blockDim.x) {
-    const T* c = centers + (i64)j * d;
-    double acc = 0.0;
-    for (int k = 0; k < d; ++k) acc = fma((double)c[k], (double)c[k], acc);
-    out[j] = (T)(0.5 * acc);
-  }
-}
-
-// The argmin of a tile of matrix-product scores: one warp per row r of the tile, the largest
-// S[r, j] - hn[j] (first among equals), then the exact squared distance in float64.
-// IN S (rows, K) = Xt @ centers.T, hn (K,), Xt (rows, d), wt (rows,) or null, centers (K, d);
-// OUT labels (rows,), sq_dist (rows,) or null; INOUT total += sum of weight x squared distance.
-template <typename T, typename L>
-__global__ void argmin_scores(const T* __restrict__ S, const T* __restrict__ hn, int K, i64 rows,
-                              const T* __restrict__ Xt, const double* __restrict__ wt, int d,
-                              const T* __restrict__ centers, L* __restrict__ labels,
-                              double* __restrict__ sq_dist, double* total) {
   const int lane = threadIdx.x & 31;
   const i64 warp0 = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const i64 n_warps = ((i64)gridDim.x * blockDim.x) >> 5;
   double local = 0.0;
-  for (i64 r = warp0; r < rows; r += n_warps) {
-    const T* s_row = S + r * K;
-    T best = -infinity<T>();
-    int bj = lane < K ? lane : 0x7fffffff;
-    for (int j = lane; j < K; j += 32) {
-      const T s = s_row[j] - hn[j];
-      if (s > best) { best = s; bj = j; }
+  for (i64 base = warp0 * 32 * R; base < n; base += n_warps * 32 * R) {
+    T x[R][D];
+    i64 row[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const i64 p = base + r * 32 + lane;
+      row[r] = p < n ? row_at(order, p) : 0;
+      load_row<T, D>(X + row[r] * d, d, p < n, aligned != 0, x[r]);
     }
-    group_best(best, bj, 32);
-    const T* x = Xt + r * d;
-    const T* c = centers + (i64)bj * d;
-    double dd = 0.0;
-    for (int k = lane; k < d; k += 32) {
-      const double t = (double)x[k] - (double)c[k];
-      dd = fma(t, t, dd);
+    T best[R];
+    int bj[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) { best[r] = -infinity<T>(); bj[r] = 0; }
+#pragma unroll 2
+    for (int j = 0; j < K; ++j) {
+      T s[R];
+      dot_rows<T, D, R>(x, c_s + j * DS, s);
+      const T h = hn_s[j];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const T v = s[r] - h;
+        if (v > best[r]) { best[r] = v; bj[r] = j; }
+      }
     }
-    dd = group_sum(dd, 32);
-    if (lane == 0) {
-      labels[r] = (L)bj;
-      if (sq_dist) sq_dist[r] = dd;
-      local += weight_at(wt, r) * dd;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const i64 p = base + r * 32 + lane;
+      if (p < n) {
+        const double dd = row_sq_dist<T, D>(x[r], c_s + bj[r] * DS, wide != 0);
+        labels[p] = (L)bj[r];
+        if (sq_dist) sq_dist[p] = dd;
+        local += weight_at(weights, row[r]) * dd;
+      }
     }
   }
   add_block_total(local, total);
-}
-
-// INOUT sums (K, d) += weight x row and mass (K,) += weight for rows p in [0, n) of the given
-// labels (IN, int32): one warp per row, so the atomics of a row are coalesced.
-template <typename T>
-__global__ void accumulate_labelled(const T* __restrict__ X, const i64* __restrict__ order,
-                                    const double* __restrict__ weights, i64 n, int d,
-                                    const int* __restrict__ labels, double* sums, double* mass) {
-  const int lane = threadIdx.x & 31;
-  const i64 warp0 = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  const i64 n_warps = ((i64)gridDim.x * blockDim.x) >> 5;
-  for (i64 p = warp0; p < n; p += n_warps) {
-    const i64 row = row_at(order, p);
-    const int j = labels[p];
-    const double w = weight_at(weights, row);
-    const T* x = X + row * d;
-    double* s = sums + (i64)j * d;
-    for (int k = lane; k < d; k += 32) atomicAdd(s + k, w * (double)x[k]);
-    if (lane == 0) atomicAdd(mass + j, w);
-  }
-}
-
-// The running-mean update of one batch (spec section 0), one thread per center:
-// n <- decay n; p = m / (n + m); c <- (1 - p) c + p s / m; n <- n + m; then the batch's sums
-// and mass are zeroed for the next one. INOUT centers, counts, sums, mass; IN decays (per
-// batch, nullable: 1).
-template <typename T>
-__global__ void update_centers(T* centers, double* counts, double* sums, double* mass, int K,
-                               int d, const double* __restrict__ decays, i64 batch) {
-  const double decay = decays ? decays[batch] : 1.0;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < K; j += gridDim.x * blockDim.x) {
-    const double m = mass[j];
-    const double n = __dmul_rn(counts[j], decay);
-    if (m > 0.0) {
-      const double p = __ddiv_rn(m, __dadd_rn(n, m));
-      T* c = centers + (i64)j * d;
-      double* s = sums + (i64)j * d;
-      for (int k = 0; k < d; ++k) { c[k] = (T)mix_center((double)c[k], p, s[k], m); s[k] = 0.0; }
-    }
-    counts[j] = __dadd_rn(n, m);
-    mass[j] = 0.0;
-  }
-}
-
-// Lloyd's update, one thread per center: a center that received mass moves to the weighted
-// mean of its rows, an empty one stays. INOUT centers, sums and mass (zeroed after use).
-template <typename T>
-__global__ void lloyd_update(T* centers, double* sums, double* mass, int K, int d) {
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < K; j += gridDim.x * blockDim.x) {
-    const double m = mass[j];
-    if (m > 0.0) {
-      T* c = centers + (i64)j * d;
-      double* s = sums + (i64)j * d;
-      for (int k = 0; k < d; ++k) { c[k] = (T)__ddiv_rn(s[k], m); s[k] = 0.0; }
-    }
-    mass[j] = 0.0;
-  }
-}
-
-// OUT out (n, K) = Euclidean distances, differences accumulated in float64 (a point equal to a
-// center gets exactly 0, which the expansion |x|^2 - 2 x.c + |c|^2 would not). 16 x 16 tiles:
-// blockIdx.x over rows, blockIdx.y over centers.
-template <typename T>
-__global__ void transform_direct(const T* __restrict__ X, i64 n, int d,
-                                 const T* __restrict__ centers, int K, T* __restrict__ out) {
-  __shared__ T xs[16][17];
-  __shared__ T cs[16][17];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const i64 i = (i64)blockIdx.x * 16 + ty;
-  const int j = blockIdx.y * 16 + tx;
-  const i64 xrow = (i64)blockIdx.x * 16 + ty;
-  const int crow = blockIdx.y * 16 + ty;
-  double acc = 0.0;
-  for (int k0 = 0; k0 < d; k0 += 16) {
-    xs[ty][tx] = (xrow < n && k0 + tx < d) ? X[xrow * d + k0 + tx] : T(0);
-    cs[ty][tx] = (crow < K && k0 + tx < d) ? centers[(i64)crow * d + k0 + tx] : T(0);
-    __syncthreads();
-#pragma unroll
-    for (int k = 0; k < 16; ++k) {
-      const double t = (double)xs[ty][k] - (double)cs[tx][k];
-      acc = fma(t, t, acc);
-    }
-    __syncthreads();
-  }
-  if (i < n && j < K) out[i * K + j] = (T)sqrt(acc);
-}
-"""
-
-_SEEDING = r"""
-// sum over k < n of (a[k] - b[k])^2 in numpy's pairwise order (numpy/_core/src/umath/
-// loops_utils.h.src, pairwise_sum: 8 running sums over blocks of at most 128, halves above),
-// each operation rounded on its own, so that it equals ((a - b) ** 2).sum() bit for bit.
-__device__ __forceinline__ double sq_diff(const double* a, const double* b, i64 k) {
-  const double t = __dadd_rn(a[k], -b[k]);
-  return __dmul_rn(t, t);
-}
-__device__ double pairwise_sq_block(const double* a, const double* b, i64 n) {
-  if (n < 8) {
-    double res = 0.0;
-    for (i64 k = 0; k < n; ++k) res = __dadd_rn(res, sq_diff(a, b, k));
-    return res;
-  }
-  double r[8];
-#pragma unroll
-  for (int q = 0; q < 8; ++q) r[q] = sq_diff(a, b, q);
-  i64 k = 8;
-  for (; k < n - (n % 8); k += 8) {
-#pragma unroll
-    for (int q = 0; q < 8; ++q) r[q] = __dadd_rn(r[q], sq_diff(a, b, k + q));
-  }
-  double res = __dadd_rn(__dadd_rn(__dadd_rn(r[0], r[1]), __dadd_rn(r[2], r[3])),
-                         __dadd_rn(__dadd_rn(r[4], r[5]), __dadd_rn(r[6], r[7])));
-  for (; k < n; ++k) res = __dadd_rn(res, sq_diff(a, b, k));
-  return res;
-}
-__device__ double pairwise_sq(const double* a, const double* b, i64 n) {
-  if (n <= 128) return pairwise_sq_block(a, b, n);
-  i64 n2 = n / 2;
-  n2 -= n2 % 8;  // numpy halves at a multiple of its unroll factor
-  return __dadd_rn(pairwise_sq(a, b, n2), pairwise_sq(a + n2, b + n2, n - n2));
-}
-
-// INOUT closest[i] = min(closest[i], squared distance of row i to each pending row), the
-// distance exactly numpy's ((X64 - X64[c]) ** 2).sum(axis=1): the refresh of plain k-means++.
-__global__ void plain_refresh(const double* __restrict__ X, i64 n, int d,
-                              const i64* __restrict__ pending, int n_pending,
-                              double* __restrict__ closest) {
-  FOR_GRID(i, n) {
-    double best = closest[i];
-    for (int q = 0; q < n_pending; ++q) {
-      const double v = pairwise_sq(X + i * d, X + pending[q] * d, d);
-      if (v < best) best = v;
-    }
-    closest[i] = best;
-  }
-}
-
-// OUT xn[i] = |X[i]|^2 (float64 rows).
-__global__ void row_sq_norms(const double* __restrict__ X, i64 n, int d, double* __restrict__ xn) {
-  FOR_GRID(i, n) {
-    double acc = 0.0;
-    for (int k = 0; k < d; ++k) acc = fma(X[i * d + k], X[i * d + k], acc);
-    xn[i] = acc;
-  }
-}
-
-// One block: cum = running sums of wc (OUT), totals[step] = cum[n - 1] (OUT) and the draws
-// cands[c] = min(searchsorted(cum, u_c * total, 'right'), n - 1) (OUT) for the uniforms
-// u_c = uniforms[step * n_cols + c], c < n_cand: numpy's _draw.
-__global__ void scan_and_draw(const double* __restrict__ wc, i64 n,
-                              const double* __restrict__ uniforms, int step, int n_cols,
-                              int n_cand, double* __restrict__ cum, double* __restrict__ totals,
-                              i64* __restrict__ cands) {
-  __shared__ double part[1024];
-  const int t = threadIdx.x, nt = blockDim.x;
-  const i64 seg = (n + nt - 1) / nt;
-  const i64 lo = min(n, (i64)t * seg), hi = min(n, lo + seg);
-  double s = 0.0;
-  for (i64 i = lo; i < hi; ++i) s += wc[i];
-  part[t] = s;
-  __syncthreads();
-  for (int off = 1; off < nt; off <<= 1) {
-    const double v = t >= off ? part[t - off] : 0.0;
-    __syncthreads();
-    part[t] += v;
-    __syncthreads();
-  }
-  double run = t > 0 ? part[t - 1] : 0.0;
-  for (i64 i = lo; i < hi; ++i) { run += wc[i]; cum[i] = run; }
-  __syncthreads();
-  const double total = cum[n - 1];
-  if (t < n_cand) {
-    const double v = uniforms[(i64)step * n_cols + t] * total;
-    i64 a = 0, b = n;
-    while (a < b) {
-      const i64 mid = (a + b) / 2;
-      if (cum[mid] > v) b = mid; else a = mid + 1;
-    }
-    cands[t] = min(a, n - 1);
-  }
-  if (t == 0) totals[step] = total;
-}
-
-// Squared distance of row i to row c by numpy's expansion |x|^2 - 2 x.c + |c|^2, clamped at 0.
-__device__ __forceinline__ double expanded_sq(const double* __restrict__ X,
-                                              const double* __restrict__ xn, int d, i64 i, i64 c) {
-  const double* xi = X + i * d;
-  const double* xc = X + c * d;
-  double dot = 0.0;
-  for (int k = 0; k < d; ++k) dot = fma(xi[k], xc[k], dot);
-  const double sq = (xn[i] - 2.0 * dot) + xn[c];
-  return sq > 0.0 ? sq : 0.0;
-}
-
-// OUT partials[c, block] = this block's share of candidate c's potential
-// sum_i w_i min(closest_i, |x_i - x_cand|^2): fixed per-block sums, added in a fixed order by
-// choose_and_update, so equal candidates get bit-equal potentials (the first one wins).
-__global__ void candidate_potentials(const double* __restrict__ X, const double* __restrict__ xn,
-                                     const double* __restrict__ weights, i64 n, int d,
-                                     const i64* __restrict__ cands, int n_cand,
-                                     const double* __restrict__ closest,
-                                     double* __restrict__ partials) {
-  for (int c = 0; c < n_cand; ++c) {
-    const i64 ci = cands[c];
-    double local = 0.0;
-    FOR_GRID(i, n) {
-      const double sq = expanded_sq(X, xn, d, i, ci);
-      const double cl = closest[i];
-      local += weight_at(weights, i) * (sq < cl ? sq : cl);
-    }
-    const double r = block_sum(local);
-    if (threadIdx.x == 0) partials[(i64)c * gridDim.x + blockIdx.x] = r;
-  }
-}
-
-// The step's center: the candidate of least potential (the first among equals); indices[step]
-// (OUT) gets its row and closest, wc = weight x closest (INOUT) take its distances.
-__global__ void choose_and_update(const double* __restrict__ X, const double* __restrict__ xn,
-                                  const double* __restrict__ weights, i64 n, int d,
-                                  const i64* __restrict__ cands, int n_cand,
-                                  const double* __restrict__ partials, int n_parts,
-                                  double* __restrict__ closest, double* __restrict__ wc,
-                                  i64* __restrict__ indices, int step) {
-  __shared__ int best_s;
-  if (threadIdx.x == 0) {
-    double best_pot = infinity<double>();
-    int best = 0;
-    for (int c = 0; c < n_cand; ++c) {
-      double pot = 0.0;
-      for (int b = 0; b < n_parts; ++b) pot += partials[(i64)c * n_parts + b];
-      if (pot < best_pot) { best_pot = pot; best = c; }
-    }
-    if (n_cand == 1) best = 0;
-    best_s = best;
-    if (blockIdx.x == 0) indices[step] = cands[best];
-  }
-  __syncthreads();
-  const i64 bi = cands[best_s];
-  FOR_GRID(i, n) {
-    const double sq = expanded_sq(X, xn, d, i, bi);
-    const double cl = closest[i];
-    const double t = sq < cl ? sq : cl;
-    closest[i] = t;
-    wc[i] = weight_at(weights, i) * t;
-  }
 }
 """
 
@@ -706,9 +410,11 @@ def source(kind: str, dtype: Any) -> str:
     """The CUDA source of module `kind` for `dtype`: only what its kernels use."""
     if kind == "fused":
         return _COMMON + _FUSED
+    if kind == "mma":
+        return _COMMON + MMA
     if kind == "persistent":
-        return _COMMON + _FUSED + _PERSISTENT
-    return _COMMON + _GENERIC + (_SEEDING if np.dtype(dtype) == np.float64 else "")
+        return _COMMON + _FUSED + PERSISTENT
+    return _COMMON + GENERIC + (SEEDING if np.dtype(dtype) == np.float64 else "")
 
 
 def ctype(dtype: Any) -> str:
@@ -718,15 +424,41 @@ def ctype(dtype: Any) -> str:
 
 def fused_names(dtype: Any) -> list[str]:
     """Name expressions of the fused module of `dtype`."""
-    t = ctype(dtype)
-    return [f"assign_fused<{t}, {lab}, {w}>" for w in FUSED_WIDTHS[np.dtype(dtype)]
-            for lab in ("int", "long long")]
+    t, dtype = ctype(dtype), np.dtype(dtype)
+    names = [f"assign_fused<{t}, {lab}, {w}>" for w in FUSED_WIDTHS[dtype]
+             for lab in ("int", "long long")]
+    return names + [rows_name(dtype, lab, w, r) for w, rows in ASSIGN_ROWS[dtype].items()
+                    for r in rows for lab in ("int", "long long")]
+
+
+def rows_name(dtype: Any, label: str, width: int, rows: int) -> str:
+    """The name expression of `assign_rows` for label type `label` ('int' or 'long long')."""
+    return f"assign_rows<{ctype(dtype)}, {label}, {width}, {rows}>"
 
 
 def persistent_names(dtype: Any) -> list[str]:
     """Name expressions of the persistent (cooperative) module of `dtype`."""
     t = ctype(dtype)
-    return [f"stream_persistent<{t}, {w}>" for w in FUSED_WIDTHS[np.dtype(dtype)]]
+    names = [f"stream_persistent<{t}, {w}>" for w in FUSED_WIDTHS[np.dtype(dtype)]]
+    for w in FUSED_WIDTHS[np.dtype(dtype)]:
+        names += [v2_name(dtype, w, p, bounds) for p, bounds in v2_forms(dtype, w)]
+    return names
+
+
+def v2_forms(dtype: Any, width: int) -> tuple[tuple[bool, tuple[int, int]], ...]:
+    """The (prefetch, launch bounds) `stream_persistent_v2` is compiled in at this width."""
+    if width > PERSISTENT_V2_PREFETCH_MAX:
+        return ((False, (512, 1)),)
+    both = [(p, b) for b in ((512, 1), (512, 2), (1024, 1)) for p in (False, True)]
+    if np.dtype(dtype) == np.float32:
+        return tuple(both)
+    return tuple((p, b) for p, b in both if b == (512, 1) or (b == (512, 2) and not p))
+
+
+def v2_name(dtype: Any, width: int, prefetch: bool, bounds: tuple[int, int]) -> str:
+    """The name expression of `stream_persistent_v2`."""
+    return (f"stream_persistent_v2<{ctype(dtype)}, {width}, {str(prefetch).lower()}, "
+            f"{bounds[0]}, {bounds[1]}>")
 
 
 def generic_names(dtype: Any) -> list[str]:
@@ -741,7 +473,21 @@ def generic_names(dtype: Any) -> list[str]:
     return names
 
 
-MODULES = {"fused": fused_names, "persistent": persistent_names, "generic": generic_names}
+def mma_names(dtype: Any) -> list[str]:
+    """Name expressions of the TF32 tensor-core module (float32 only)."""
+    if np.dtype(dtype) != np.float32:
+        return []
+    return [mma_name(lab, ks, mt) for ks, mts in MMA_FORMS.items() for mt in mts
+            for lab in ("int", "long long")]
+
+
+def mma_name(label: str, k_steps: int, m_tiles: int) -> str:
+    """The name expression of `assign_mma`: chunks of 64 centers (32 for 16 k-steps)."""
+    return f"assign_mma<{label}, {k_steps}, {m_tiles}, {4 if k_steps == 16 else 8}>"
+
+
+MODULES = {"fused": fused_names, "persistent": persistent_names, "generic": generic_names,
+           "mma": mma_names}
 
 
 @functools.cache
