@@ -190,9 +190,9 @@ class StreamingPass:
 
 
 # A mini-batch holds at least this many runs of consecutive rows from across the data.
-RUNS_PER_BATCH = 64
+RUNS_PER_BATCH = 32
 # Rows are shuffled in runs of at most this many consecutive rows.
-MAX_RUN = 32
+MAX_RUN = 128
 
 
 def visiting_order(n_samples: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -200,13 +200,13 @@ def visiting_order(n_samples: int, batch_size: int, rng: np.random.Generator) ->
 
     Runs of min(MAX_RUN, batch_size // RUNS_PER_BATCH) rows (at least 1), in a random order:
     each mini-batch still gathers at least RUNS_PER_BATCH places spread across the data, while
-    drawing the permutation and reading the rows cost a fraction of a row-by-row shuffle
-    (1M rows: 1 ms against 25 ms to draw, and reads in runs of 32 rows).
+    drawing the order and reading the rows cost a fraction of a row-by-row shuffle (1M rows:
+    about 2 ms against 25 ms to draw; the kernels read runs of rows, not scattered rows).
     """
     run = max(1, min(MAX_RUN, batch_size // RUNS_PER_BATCH))
-    n_runs = -(-n_samples // run)
-    starts = rng.permutation(n_runs) * run
-    if run == 1:
-        return starts
-    order = (starts[:, None] + np.arange(run)).ravel()
-    return order[order < n_samples] if n_samples % run else order
+    n_runs = n_samples // run
+    order = np.empty(n_samples, dtype=np.intp)
+    runs = order[: n_runs * run].reshape(n_runs, run)
+    np.add((rng.permutation(n_runs) * run)[:, None], np.arange(run), out=runs)
+    order[n_runs * run:] = np.arange(n_runs * run, n_samples)  # a short last run comes last
+    return order

@@ -98,12 +98,14 @@ def test_a_streamed_sorted_file_reaches_the_in_memory_quality(tmp_path):
 
 def test_the_visiting_order_is_a_permutation_in_runs():
     rng = np.random.default_rng(0)
-    order = visiting_order(10_003, 5000, rng)
+    order = visiting_order(10_003, 5000, rng)  # runs of min(128, 5000 // 32) rows
     np.testing.assert_array_equal(np.sort(order), np.arange(10_003))
-    runs = np.flatnonzero(np.diff(order) != 1)
-    assert len(runs) > 300  # runs of 5000 // 64 = 78 rows: about 128 of them, shuffled
-    assert not np.array_equal(order, np.arange(10_003))
-    np.testing.assert_array_equal(np.sort(visiting_order(100, 50, rng)), np.arange(100))
+    runs = order[: 78 * 128].reshape(78, 128)
+    np.testing.assert_array_equal(runs - runs[:, :1], np.tile(np.arange(128), (78, 1)))
+    assert not np.array_equal(runs[:, 0], np.sort(runs[:, 0]))  # the runs are shuffled
+    np.testing.assert_array_equal(order[78 * 128:], np.arange(78 * 128, 10_003))
+    small = visiting_order(100, 50, rng)  # runs of one row: a plain permutation
+    np.testing.assert_array_equal(np.sort(small), np.arange(100))
 
 
 def test_the_shuffle_buffer_holds_at_most_its_rows_and_loses_none():
@@ -172,14 +174,18 @@ def test_the_exercise_s_unlucky_starts_are_fixed():
     from kmeans_stream.demo import EXERCISE, make_blobs
 
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    pytest.importorskip("numba")
     X, truth = make_blobs(5000, 10, 5, 1.5, 42)
-    # Seeds 2 and 9 merge two true clusters without reassignment (adjusted Rand index 0.72).
-    for seed in (2, 9):
-        with_rule = KMeans(**EXERCISE, backend="numpy", random_state=seed).fit(X)
-        without = KMeans(**EXERCISE, backend="numpy", random_state=seed,
-                         reassignment_ratio=0).fit(X)
-        assert sklearn_metrics.adjusted_rand_score(truth, with_rule.labels_) >= 0.99
-        assert sklearn_metrics.adjusted_rand_score(truth, without.labels_) < 0.9
+
+    def ari(seed, **params):
+        model = KMeans(**EXERCISE, backend="numba", random_state=seed, **params).fit(X)
+        return sklearn_metrics.adjusted_rand_score(truth, model.labels_)
+
+    # Without reassignment about one seed in 50 merges two true blobs (index about 0.72).
+    unlucky = [seed for seed in range(120) if ari(seed, reassignment_ratio=0) < 0.9][:3]
+    assert unlucky
+    for seed in unlucky:
+        assert ari(seed) >= 0.99
 
 
 # ------------------------------------------------------------------ starts, epochs
