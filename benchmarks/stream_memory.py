@@ -59,7 +59,8 @@ _IMPORT_ONLY = _PEAK + """
 import json
 import numpy as np, pyarrow.csv
 from kmeans_stream import KMeans
-KMeans(k=16, random_state=0).fit(np.random.default_rng(0).normal(size=(2000, 32)))  # kernels
+KMeans(k=16, random_state=0).fit(
+    np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32))  # the kernels
 print(json.dumps({"rss_kib": peak_kib(), "seconds": 0.0, "rows": 0}))
 """
 
