@@ -55,6 +55,10 @@ class Params:
     reassignment_ratio: float = 0.0
     shuffle_buffer: int | str = "64MiB"  # rows, or a size such as '64MiB'
     feature_dim: int | None = None
+    eval_metrics: tuple[str, ...] = ("msd",)
+    # Every validated hyperparameter value as given ('auto' unresolved), for a trainer that
+    # hands the fit to another program (a SageMaker job is sent them as strings).
+    hyperparameters: tuple[tuple[str, Any], ...] = ()
 
     @property
     def parity(self) -> bool:
@@ -81,6 +85,8 @@ class Params:
             reassignment_ratio=float(values["reassignment_ratio"]),
             shuffle_buffer=values["shuffle_buffer"],
             feature_dim=values["feature_dim"],
+            eval_metrics=tuple(values["eval_metrics"]),
+            hyperparameters=tuple(values.items()),
         )
 
 
@@ -96,9 +102,11 @@ class LocalTrainer:
     def __init__(self, kernels: Kernels) -> None:
         self.kernels = kernels
 
-    def fit(self, source: Any, params: Params, rng: np.random.Generator) -> FitResult:
+    def fit(self, source: Any, params: Params, rng: np.random.Generator,
+            test: Any = None) -> FitResult:
         """`params.epochs` streaming passes over `source`, then the reduction from K to k and,
-        for in-memory data outside parity mode, the refinement on the data (`_solve`).
+        for in-memory data outside parity mode, the refinement on the data (`_solve`). `test`
+        is not read here: the estimator scores it.
 
         With more than one epoch, the solution after the first is kept when the last is worse
         on the data: more epochs never end worse than one.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ._validation import check_finite, check_n_features
 from .algorithm import LocalTrainer, Params
 from .backends.base import Reduction, StreamState, Trainer
 from .exceptions import not_fitted_error
-from .hyperparameters import from_strings, to_strings, validate_all, validate_value
+from .hyperparameters import from_strings, job_strings, validate_all, validate_value
 from .io.sources import Source, as_source
 
 # Rows of a sparse or streamed X densified and assigned at a time when predicting.
@@ -45,6 +45,8 @@ class _Fitted:
     n_iter: int | None = None
     labelled: tuple[np.ndarray, np.ndarray | None] | None = None  # partial_fit's batch
     labels: tuple[np.ndarray, float] | None = None  # (labels_, inertia_)
+    metrics: dict[str, float] = field(default_factory=dict)  # a trainer's, and test:*
+    attributes: dict[str, Any] = field(default_factory=dict)  # a trainer's fitted attributes
 
 
 class KMeans(ParamsMixin):
@@ -108,6 +110,18 @@ class KMeans(ParamsMixin):
     shuffle_buffer : an int in the range [1, inf) or a size such as '64MiB', default='64MiB' (local)
         Size of the shuffle buffer of streamed sources, in rows (an int) or memory (such as
         '64MiB'): the memory a shuffled stream adds. Local only.
+    role : a non-empty str or None, default=None (job)
+        The IAM role (its ARN, or its name in the caller's account) a SageMaker training job
+        runs as; required with backend='sagemaker'.
+    instance_type : a non-empty str or None, default=None (job)
+        The SageMaker instance type of the training job (such as 'ml.c5.xlarge'); required with
+        backend='sagemaker'.
+    instance_count : an int in the range [1, inf), default=1 (job)
+        Instances of the SageMaker training job; the data is written in one shard per instance.
+    sagemaker_options : a dict or None, default=None (job)
+        Further settings of the SageMaker training job (region, bucket, output_path, image_uri,
+        volume_size, max_runtime, use_spot, max_wait, tags, volume_kms_key, output_kms_key,
+        subnets, security_group_ids, logs...; see kmeans_stream.backends.sagemaker.JobOptions).
     verbose : a bool or an int in the range [0, inf), default=False (local)
         Progress and per-trial log lines. Local only.
 
@@ -140,6 +154,12 @@ class KMeans(ParamsMixin):
         Rows streamed, every epoch counted.
     n_streaming_centers_ : int
         K, after the first mini-batch lowered it where needed.
+    metrics_ : dict of str to float
+        ``train:msd`` and, after ``fit(X, test=...)``, ``test:msd`` and/or ``test:ssd``; for
+        backend='sagemaker', the job's final metrics as SageMaker reported them.
+    training_job_name_, model_data_ : str
+        After backend='sagemaker' (or `attach`): the training job's name and the ``s3://``
+        URI of its model.tar.gz.
 
     Notes
     -----
@@ -169,6 +189,10 @@ class KMeans(ParamsMixin):
         shuffle="auto",
         reassignment_ratio=0.01,
         shuffle_buffer="64MiB",
+        role=None,
+        instance_type=None,
+        instance_count=1,
+        sagemaker_options=None,
         verbose=False,
     ):
         self.k = k
@@ -190,11 +214,16 @@ class KMeans(ParamsMixin):
         self.shuffle = shuffle
         self.reassignment_ratio = reassignment_ratio
         self.shuffle_buffer = shuffle_buffer
+        self.role = role
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.sagemaker_options = sagemaker_options
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *, test: Any = None
+            ) -> KMeans:
         """Fit on in-memory data or a stream of batches.
 
         Parameters
@@ -207,6 +236,9 @@ class KMeans(ParamsMixin):
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each row: the streaming update and the reduction weigh
             each row by it, and an integer weight counts as that many copies of the row.
+        test : same kinds as X, optional
+            An evaluation set, SageMaker's test channel: `metrics_` gets its ``test:msd``
+            and/or ``test:ssd`` (as `eval_metrics` asks).
 
         Returns
         -------
@@ -215,17 +247,25 @@ class KMeans(ParamsMixin):
         """
         values = validate_all(self.get_params())
         source = as_source(X, sample_weight)
+        test_source = None if test is None else as_source(test)
+        if test_source is not None and None not in (test_source.n_features, source.n_features) \
+                and test_source.n_features != source.n_features:
+            raise ValueError(f"test has {test_source.n_features} features, X has "
+                             f"{source.n_features}")
         trainer = self._trainer(values, source)
         rng = _make_rng(values["random_state"])
         params = Params.from_hyperparameters(values)
         with verbose_logging(values["verbose"]):
-            result = trainer.fit(source, params, rng)
+            result = trainer.fit(source, params, rng, test=test_source)
         fitted = _Fitted(result.state, result.reduction, params, _copy_rng(rng), result.dtype,
-                         result.n_features, source.feature_names, result.n_epochs)
+                         result.n_features, source.feature_names, result.n_epochs,
+                         metrics=dict(result.metrics), attributes=dict(result.attributes))
         if result.labels is not None:  # the fit's last pass over the data labelled them
             fitted.labels = (result.labels, result.inertia)
         elif source.in_memory:
             fitted.labels = self._labels_of(fitted, source)
+        if test_source is not None and not any(m.startswith("test:") for m in result.metrics):
+            fitted.metrics.update(self._test_metrics(fitted, test_source))
         self._commit(fitted)
         return self
 
@@ -294,7 +334,10 @@ class KMeans(ParamsMixin):
         return LocalTrainer(instance)
 
     def _commit(self, fitted: _Fitted) -> None:
+        for name in getattr(getattr(self, "_fitted", None), "attributes", ()):
+            self.__dict__.pop(name, None)
         self._fitted = fitted
+        self.__dict__.update(fitted.attributes)
         self.n_features_in_ = fitted.n_features
         if fitted.state is not None:
             self.n_samples_seen_ = fitted.state.n_seen
@@ -318,6 +361,13 @@ class KMeans(ParamsMixin):
             trainer = LocalTrainer(self._predict_kernels())
             fitted.reduction = trainer.reduce(fitted.state, fitted.params, fitted.rng)
         return fitted.reduction
+
+    @property
+    def metrics_(self) -> dict[str, float]:
+        """SageMaker's metrics of the fit: ``train:msd`` and, with a test set, ``test:msd``
+        and/or ``test:ssd``; a SageMaker job's final metrics as the job reported them."""
+        reduction = self._reduced()
+        return {"train:msd": reduction.train_msd, **self._fitted.metrics}
 
     @property
     def cluster_centers_(self) -> np.ndarray:
@@ -354,6 +404,13 @@ class KMeans(ParamsMixin):
                 "by partial_fit; this model has none."
             )
         return fitted.labels
+
+    def _test_metrics(self, fitted: _Fitted, source: Source) -> dict[str, float]:
+        if source.n_features is not None:
+            check_n_features(source.n_features, fitted.n_features)
+        labels, _, total = self._assign(source, distances=False, fitted=fitted)
+        values = {"msd": total / max(len(labels), 1), "ssd": total}
+        return {f"test:{name}": values[name] for name in fitted.params.eval_metrics}
 
     def _labels_of(self, fitted: _Fitted, source: Source) -> tuple[np.ndarray, float]:
         """Labels and inertia of `source` under the centers of `fitted` (maybe not committed)."""
@@ -621,10 +678,13 @@ class KMeans(ParamsMixin):
         return save(self, path)
 
     def to_sagemaker_hyperparameters(self, feature_dim: int | None = None) -> dict[str, str]:
-        """The string map a CreateTrainingJob call sends for this estimator.
+        """The string map a CreateTrainingJob call sends for this estimator, as SageMaker Python
+        SDK 2.x's KMeans sent it for the same settings.
 
-        Unset optional values are left out and local-only knobs (backend, random_state, shuffle,
-        verbose) are never sent.
+        ``k``, ``feature_dim``, every other SageMaker hyperparameter that differs from
+        SageMaker's default (an unsent one takes the container's default, the same value), and
+        ``force_dense='True'``. Local knobs (backend, random_state, shuffle, ...) and the job's
+        own settings (role, instance_type, ...) are never sent.
 
         Parameters
         ----------
@@ -641,8 +701,45 @@ class KMeans(ParamsMixin):
             raise ValueError(
                 "feature_dim is unknown: pass feature_dim=, set the parameter, or fit first."
             )
-        values["feature_dim"] = validate_value("feature_dim", dim)
-        return to_strings(values)
+        return job_strings(values, validate_value("feature_dim", dim))
+
+    @classmethod
+    def attach(cls, training_job_name: str, **params: Any) -> KMeans:
+        """The model of a SageMaker training job started elsewhere (or left running).
+
+        Waits for the job if it is still running, then downloads its model.tar.gz.
+
+        Parameters
+        ----------
+        training_job_name : str
+        **params
+            Estimator parameters, such as ``sagemaker_options={"region": ...}``; the job's own
+            hyperparameters, role and instances fill the rest.
+
+        Returns
+        -------
+        model : KMeans
+            Fitted, with backend='sagemaker', `training_job_name_`, `model_data_` and
+            `metrics_`.
+
+        Raises
+        ------
+        RuntimeError
+            If the job failed (with SageMaker's FailureReason) or was stopped.
+        """
+        trainer = backends.load("sagemaker", **{"backend": "sagemaker", **params})
+        result, description = trainer.attach(training_job_name)
+        resources = description.get("ResourceConfig", {})
+        model = cls(**{
+            **from_strings(description.get("HyperParameters", {})), "backend": "sagemaker",
+            "role": description.get("RoleArn"), "instance_type": resources.get("InstanceType"),
+            "instance_count": resources.get("InstanceCount", 1), **params,
+        })
+        fitted_params = Params.from_hyperparameters(validate_all(model.get_params()))
+        model._commit(_Fitted(result.state, result.reduction, fitted_params,
+                              np.random.default_rng(), result.dtype, result.n_features,
+                              metrics=dict(result.metrics), attributes=dict(result.attributes)))
+        return model
 
     @classmethod
     def from_sagemaker_hyperparameters(cls, hyperparameters: dict[str, str]) -> KMeans:

@@ -204,6 +204,37 @@ class Seed:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string (an IAM role, an instance type)."""
+
+    def __str__(self) -> str:
+        return "a non-empty str"
+
+    def parse(self, text: str) -> str:
+        return text.strip()
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A dict of str keys (or its JSON text): the settings of a remote job."""
+
+    def __str__(self) -> str:
+        return "a dict"
+
+    def parse(self, text: str) -> dict:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(text)
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+
+
 def _parse_list(text: str) -> list[str]:
     """Parse a metric list as any client sends it: JSON, Python repr, [a, b] or a bare name."""
     text = text.strip()
@@ -232,8 +263,9 @@ class Hyperparameter:
     default: Any
     constraints: tuple[Any, ...]
     doc: str
-    sagemaker: bool = True  # sent to a SageMaker training job
+    sagemaker: bool = True  # sent to a SageMaker training job as a hyperparameter
     required: bool = False
+    job: bool = False  # a setting of the SageMaker job itself (instance type...), not sent
 
     def describe(self, doc: bool = False) -> str:
         """The constraint text of the error template (or of the docstring), unions joined by
@@ -339,6 +371,32 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         sagemaker=False,
     ),
     Hyperparameter(
+        "role", None, (Text(), NoneValue()),
+        "The IAM role (its ARN, or its name in the caller's account) a SageMaker training job "
+        "runs as; required with backend='sagemaker'.",
+        sagemaker=False, job=True,
+    ),
+    Hyperparameter(
+        "instance_type", None, (Text(), NoneValue()),
+        "The SageMaker instance type of the training job (such as 'ml.c5.xlarge'); required "
+        "with backend='sagemaker'.",
+        sagemaker=False, job=True,
+    ),
+    Hyperparameter(
+        "instance_count", 1, (_INT1,),
+        "Instances of the SageMaker training job; the data is written in one shard per "
+        "instance.",
+        sagemaker=False, job=True,
+    ),
+    Hyperparameter(
+        "sagemaker_options", None, (Settings(), NoneValue()),
+        "Further settings of the SageMaker training job (region, bucket, output_path, "
+        "image_uri, volume_size, max_runtime, use_spot, max_wait, tags, volume_kms_key, "
+        "output_kms_key, subnets, security_group_ids, logs...; see "
+        "kmeans_stream.backends.sagemaker.JobOptions).",
+        sagemaker=False, job=True,
+    ),
+    Hyperparameter(
         "verbose", False, (Boolean(), _INT0),
         "Progress and per-trial log lines. Local only.",
         sagemaker=False,
@@ -412,6 +470,60 @@ def to_strings(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+# Local knobs that kmeans_stream's own training image reads when they are sent (SageMaker's
+# image does not know them); where and how a model computes stays the caller's business.
+ALGORITHM_KNOBS = ("random_state", "shuffle", "reassignment_ratio", "shuffle_buffer")
+
+
+def job_strings(values: Mapping[str, Any], feature_dim: int, *,
+                knobs: bool = False) -> dict[str, str]:
+    """The hyperparameters of a SageMaker training job, as SageMaker Python SDK 2.x's KMeans
+    sent them for the same settings.
+
+    ``k`` and ``feature_dim`` always; every other SageMaker hyperparameter only where it differs
+    from SageMaker's default (the SDK sent only what was set, and an unsent value takes the
+    container's default, which is the same); ``force_dense='True'`` as the SDK always added.
+    Numbers as the SDK cast them (``local_lloyd_tol=1`` is ``'1.0'``), lists as JSON. With
+    `knobs`, the local `ALGORITHM_KNOBS` too (an integer `random_state` only), for
+    kmeans_stream's own image.
+    """
+    out: dict[str, str] = {"k": _sdk_string(BY_NAME["k"], values["k"]),
+                           "feature_dim": str(int(feature_dim))}
+    for hp in HYPERPARAMETERS:
+        value = values.get(hp.name, hp.default)
+        if not hp.sagemaker or hp.name in out or value is None or _same(value, hp.default):
+            continue
+        out[hp.name] = _sdk_string(hp, value)
+    out["force_dense"] = "False" if values.get("force_dense") is False else "True"
+    if knobs:
+        for name in ALGORITHM_KNOBS:
+            value = values.get(name, BY_NAME[name].default)
+            if name == "random_state" and not isinstance(value, numbers.Integral):
+                continue
+            out[name] = _sdk_string(BY_NAME[name], value)
+    return out
+
+
+def _sdk_string(hp: Hyperparameter, value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if any(isinstance(c, Interval) and c.kind == "float" for c in hp.constraints):
+        return str(float(value))
+    return str(value)
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether `value` is the default (a list equal to a default tuple is; True is not 1)."""
+    if isinstance(value, (list, tuple)) or isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)) \
+            and tuple(value) == tuple(default)
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value is default
+    return value == default
+
+
 def from_strings(strings: Mapping[str, Any]) -> dict[str, Any]:
     """Parse a SageMaker hyperparameter map into validated Python values.
 
@@ -445,7 +557,7 @@ def numpydoc_parameters(indent: str = "    ") -> str:
 
     lines = []
     for hp in HYPERPARAMETERS:
-        local = "" if hp.sagemaker else " (local)"
+        local = " (job)" if hp.job else "" if hp.sagemaker else " (local)"
         lines.append(f"{indent}{hp.name} : {hp.describe(doc=True)}, default={hp.default!r}{local}")
         lines += textwrap.wrap(hp.doc, width=96, initial_indent=indent * 2,
                                subsequent_indent=indent * 2)

@@ -5,11 +5,12 @@ import pytest
 
 from kmeans_stream import InvalidHyperparameterError, KMeans
 from kmeans_stream.hyperparameters import (
+    ALGORITHM_KNOBS,
     BY_NAME,
     HYPERPARAMETERS,
     from_strings,
+    job_strings,
     numpydoc_parameters,
-    to_strings,
     validate_all,
     validate_value,
 )
@@ -51,6 +52,10 @@ AS_SENT = [
     ("shuffle_buffer", "100000", 100000),
     ("precision", "tf32", "tf32"),
     ("verbose", "0", 0),
+    ("role", "arn:aws:iam::123456789012:role/kmeans", "arn:aws:iam::123456789012:role/kmeans"),
+    ("instance_type", "ml.c5.xlarge", "ml.c5.xlarge"),
+    ("instance_count", "4", 4),
+    ("sagemaker_options", '{"region": "eu-west-1"}', {"region": "eu-west-1"}),
 ]
 
 
@@ -107,23 +112,45 @@ def test_validation_happens_at_fit_not_init():
 
 
 def test_to_sagemaker_hyperparameters_strings_and_omissions():
-    model = KMeans(k=8, eval_metrics=["msd", "ssd"], random_state=3, backend="numpy")
+    model = KMeans(k=8, eval_metrics=["msd", "ssd"], random_state=3, backend="numpy",
+                   shuffle=False, role="r", instance_type="ml.c5.xlarge")
     sent = model.to_sagemaker_hyperparameters(feature_dim=7)
-    assert sent == {
-        "k": "8",
-        "feature_dim": "7",
-        "mini_batch_size": "5000",
-        "epochs": "1",
-        "init_method": "random",
-        "extra_center_factor": "auto",
-        "half_life_time_size": "0",
-        "local_lloyd_init_method": "kmeans++",
-        "local_lloyd_max_iter": "300",
-        "local_lloyd_num_trials": "auto",
-        "local_lloyd_tol": "0.0001",
-        "eval_metrics": '["msd", "ssd"]',
-    }
-    assert all(isinstance(v, str) for v in sent.values())
+    # Defaults are left to the container (the same values); local knobs and job settings never
+    # travel as hyperparameters; force_dense as the SDK always added it.
+    assert sent == {"k": "8", "feature_dim": "7", "eval_metrics": '["msd", "ssd"]',
+                    "force_dense": "True"}
+
+
+def test_strings_equal_what_sdk2_kmeans_sent():
+    # SageMaker Python SDK 2.x, tests/unit/test_kmeans.py::test_all_hyperparameters: KMeans(k=2,
+    # init_method="random", max_iterations=3, tol=0.5, num_trials=5, local_init_method=
+    # "kmeans++", half_life_time_size=0, epochs=10, center_factor=2, eval_metrics=["msd", "ssd"])
+    # gave these strings, plus feature_dim from the RecordSet at fit time. Here init_method and
+    # local_init_method are SageMaker's defaults and half_life_time_size is set to 100 instead
+    # of 0: a default, which the SDK sent because it was given, is not sent here.
+    sdk = {"k": "2", "init_method": "kmeans++", "local_lloyd_max_iter": "3",
+           "local_lloyd_tol": "0.5", "local_lloyd_num_trials": "5",
+           "local_lloyd_init_method": "random", "half_life_time_size": "100", "epochs": "10",
+           "extra_center_factor": "2", "eval_metrics": '["msd", "ssd"]', "force_dense": "True",
+           "feature_dim": "10", "mini_batch_size": "200"}
+    model = KMeans(k=2, init_method="kmeans++", local_lloyd_max_iter=3, local_lloyd_tol=0.5,
+                   local_lloyd_num_trials=5, local_lloyd_init_method="random",
+                   half_life_time_size=100, epochs=10, extra_center_factor=2,
+                   eval_metrics=["msd", "ssd"], mini_batch_size=200)
+    assert model.to_sagemaker_hyperparameters(feature_dim=10) == sdk
+    # The SDK cast tol with float(): an int tolerance travels as '1.0'.
+    assert KMeans(k=2, local_lloyd_tol=1).to_sagemaker_hyperparameters(3)[
+        "local_lloyd_tol"] == "1.0"
+
+
+def test_algorithm_knobs_for_kmeans_streams_own_image():
+    values = validate_all(KMeans(k=3, random_state=7, shuffle=False,
+                                 reassignment_ratio=0).get_params())
+    sent = job_strings(values, 4, knobs=True)
+    assert {k: sent[k] for k in ALGORITHM_KNOBS} == {
+        "random_state": "7", "shuffle": "False", "reassignment_ratio": "0.0",
+        "shuffle_buffer": "64MiB"}
+    assert KMeans.from_sagemaker_hyperparameters(sent).get_params()["random_state"] == 7
 
 
 def test_feature_dim_from_fitted_data_or_error():
@@ -150,11 +177,11 @@ def test_round_trip(params):
     again = KMeans.from_sagemaker_hyperparameters(model.to_sagemaker_hyperparameters(5))
     expected = validate_all({**model.get_params(), "feature_dim": 5})
     got = validate_all(again.get_params())
-    local = {hp.name for hp in HYPERPARAMETERS if not hp.sagemaker}
+    # force_dense goes as 'True' whatever was set, as the SDK sent it; it is ignored.
+    local = {hp.name for hp in HYPERPARAMETERS if not hp.sagemaker} | {"force_dense"}
     assert {n: v for n, v in got.items() if n not in local} == {
         n: v for n, v in expected.items() if n not in local
     }
-    assert to_strings(got) == model.to_sagemaker_hyperparameters(5)
 
 
 def test_docstring_lists_every_hyperparameter_and_init_agrees():

@@ -44,7 +44,11 @@ def _uses(imported: set[str], forbidden: str) -> list[str]:
     return sorted(m for m in imported if m == forbidden or m.startswith(forbidden + "."))
 
 
-KERNEL_MODULES = [p for p in _modules("backends") if p.name != "__init__.py"]
+# Trainer backends (a whole fit elsewhere) read and write data, so they may use io; compute
+# kernels may not.
+TRAINER_MODULES = [p for p in _modules("backends") if "sagemaker" in p.name]
+KERNEL_MODULES = [p for p in _modules("backends")
+                  if p.name != "__init__.py" and p not in TRAINER_MODULES]
 
 
 @pytest.mark.parametrize("path", KERNEL_MODULES, ids=lambda p: p.name)
@@ -53,6 +57,16 @@ def test_kernels_import_no_estimator_io_algorithm_or_table(path):
     for forbidden in ("kmeans_stream.estimator", "kmeans_stream.io", "kmeans_stream.algorithm",
                       "kmeans_stream.hyperparameters", "kmeans_stream.persistence",
                       "kmeans_stream.cli"):
+        assert not _uses(imported, forbidden), (path.name, _uses(imported, forbidden))
+
+
+@pytest.mark.parametrize("path", TRAINER_MODULES, ids=lambda p: p.name)
+def test_trainers_import_no_estimator_algorithm_or_compute_backend(path):
+    imported = imports_of(path)
+    for forbidden in ("kmeans_stream.estimator", "kmeans_stream.algorithm",
+                      "kmeans_stream.persistence", "kmeans_stream.cli",
+                      "kmeans_stream.backends.numpy", "kmeans_stream.backends.numba",
+                      "kmeans_stream.backends.cupy"):
         assert not _uses(imported, forbidden), (path.name, _uses(imported, forbidden))
 
 

@@ -90,6 +90,10 @@ register(Backend("cupy", "compute", "kmeans_stream.backends.cupy:CupyKernels",
                  requires=("cupy",), extra="gpu-cuda12", packages=("cupy-cuda12x",),
                  hint="pip install 'kmeans-stream[gpu-cuda12]' (or [gpu-cuda13] for a CUDA 13 "
                       "driver)", options=("precision",)))
+# A trainer: the whole fit as a SageMaker training job, through boto3.
+register(Backend("sagemaker", "trainer", "kmeans_stream.backends.sagemaker:SageMakerTrainer",
+                 requires=("boto3",), extra="sagemaker",
+                 options=("role", "instance_type", "instance_count", "sagemaker_options")))
 
 
 def names() -> tuple[str, ...]:

@@ -188,6 +188,8 @@ class FitResult:
     metrics: dict[str, float] = field(default_factory=dict)
     labels: Any = None  # (n_samples,) int32 of the training rows, where the fit made them
     inertia: float | None = None  # their (weighted) sum of squared distances
+    attributes: dict[str, Any] = field(default_factory=dict)  # fitted attributes a trainer
+    # adds, such as a SageMaker job's ``training_job_name_`` and ``model_data_``
 
 
 @runtime_checkable
@@ -195,8 +197,14 @@ class Trainer(Protocol):
     """A backend that runs a whole fit: the local algorithm, a SageMaker job, a Dask cluster.
 
     ``source`` is the `kmeans_stream.io.sources.Source` record the estimator made at its door;
-    ``params`` the typed `kmeans_stream.algorithm.Params`; ``rng`` the fit's numpy Generator.
+    ``params`` the typed `kmeans_stream.algorithm.Params`; ``rng`` the fit's numpy Generator;
+    ``test`` an evaluation set's Source or None (SageMaker's test channel).
     """
 
-    def fit(self, source: Any, params: Any, rng: np.random.Generator) -> FitResult:
-        """Fit on `source`; raise with a clear message and leave nothing half-written."""
+    def fit(self, source: Any, params: Any, rng: np.random.Generator,
+            test: Any = None) -> FitResult:
+        """Fit on `source`; raise with a clear message and leave nothing half-written.
+
+        A trainer that evaluates `test` itself (a SageMaker job) puts ``test:msd`` and
+        ``test:ssd`` into `FitResult.metrics`; for one that ignores it, the estimator computes
+        them from the fitted centers."""

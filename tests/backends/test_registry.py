@@ -130,7 +130,7 @@ class RecordingTrainer:
 
     seen: list = []
 
-    def fit(self, source, params, rng):
+    def fit(self, source, params, rng, test=None):
         RecordingTrainer.seen.append((source, params))
         return LocalTrainer(NumpyKernels()).fit(source, params, rng)
 
