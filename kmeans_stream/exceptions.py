@@ -11,6 +11,11 @@ class DataFormatError(ValueError):
     """Training or inference data is malformed; the message names the file and offset or line."""
 
 
+class PayloadError(DataFormatError):
+    """An inference request or response body is malformed, or of a content type not supported;
+    the message names the problem (and the row and column where there is one)."""
+
+
 class ModelFormatError(ValueError):
     """A model artifact (model.tar.gz, an MXNet NDArray file) is malformed or hostile."""
 
