@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("dst")
     convert.add_argument("--skip-header", action="store_true")
     convert.set_defaults(run=_convert)
+
+    train = commands.add_parser(
+        "train", help="SageMaker's training job: read /opt/ml (or $KMEANS_STREAM_OPT_ML), "
+        "write its model/ or output/failure"
+    )
+    train.set_defaults(run=_train)
     return parser
 
 
@@ -97,6 +103,12 @@ def _convert(args: argparse.Namespace) -> int:
     convert(args.src, args.dst, skip_header=args.skip_header)
     print(f"wrote {args.dst}")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .container import train
+
+    return train()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ def save(model: Any, path: str | os.PathLike) -> Path:
     return Path(written)
 
 
+def model_files(model: Any) -> dict[str, bytes]:
+    """The files `save` puts into model.tar.gz, by name (``model_algo-1``, then
+    ``kmeans_stream.json``): what a training container writes into ``/opt/ml/model``."""
+    from .io.artifact import model_members
+
+    model._check_fitted()
+    return model_members(model.cluster_centers_.astype(np.float32), _state(model))
+
+
 def load(path: str | os.PathLike) -> Any:
     """A fitted KMeans from a model.tar.gz (kmeans_stream's or SageMaker's training output),
     a bare ``model_algo-1`` file, or an ``s3://`` URI of either."""

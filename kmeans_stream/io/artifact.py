@@ -29,7 +29,7 @@ from ..exceptions import ModelFormatError
 from ._atomic import atomic_write
 from .ndarray import LIST_MAGIC, read_ndarrays, write_ndarrays
 
-__all__ = ["read_model_artifact", "safe_extract", "write_model_artifact"]
+__all__ = ["model_members", "read_model_artifact", "safe_extract", "write_model_artifact"]
 
 ARTIFACT_NAME = "model.tar.gz"
 MODEL_MEMBER = "model_algo-1"
@@ -59,6 +59,33 @@ def write_model_artifact(path, centers, state: dict | None = None) -> str:
     str
         The path of the archive written.
     """
+    members = model_members(centers, state)
+    target = os.fspath(path)
+    if os.path.isdir(target):
+        target = os.path.join(target, ARTIFACT_NAME)
+    with atomic_write(target) as out:
+        _write_tar_gz(out, members)
+    return target
+
+
+def model_members(centers, state: dict | None = None) -> dict[str, bytes]:
+    """The members of the ``model.tar.gz`` that `write_model_artifact` writes, by name.
+
+    A training container writes them as files into ``/opt/ml/model``, which SageMaker then
+    tars into the same archive.
+
+    Parameters
+    ----------
+    centers : array-like of shape (k, n_features)
+        Saved as float32 in ``model_algo-1``, as ``mx.nd.save`` would.
+    state : dict, optional
+        JSON-serialisable state, saved as ``kmeans_stream.json`` (keys sorted).
+
+    Returns
+    -------
+    dict of str to bytes
+        ``model_algo-1`` first, then ``kmeans_stream.json`` when `state` is given.
+    """
     centers = np.asarray(centers, dtype=np.float32)
     if centers.ndim != 2:
         raise ValueError(f"centers must be a 2-D array (k, n_features); got shape {centers.shape}")
@@ -67,12 +94,7 @@ def write_model_artifact(path, centers, state: dict | None = None) -> str:
     members = {MODEL_MEMBER: model.getvalue()}
     if state is not None:
         members[STATE_MEMBER] = json.dumps(state, sort_keys=True).encode("utf-8")
-    target = os.fspath(path)
-    if os.path.isdir(target):
-        target = os.path.join(target, ARTIFACT_NAME)
-    with atomic_write(target) as out:
-        _write_tar_gz(out, members)
-    return target
+    return members
 
 
 def _write_tar_gz(out, members: dict[str, bytes]) -> None:
