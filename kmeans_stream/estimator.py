@@ -593,7 +593,9 @@ class KMeans(ParamsMixin):
         if source.kind in ("dense", "frame", "device"):
             return self._assign_dense(source, kernels, centers, distances, total)
         parts, found = [], 0.0
+        width = (fitted or self._fitted).n_features
         for tile, weights in source.batches(_PREDICT_ROWS):
+            check_n_features(tile.shape[1], width)
             labels = np.empty(len(tile), dtype=np.int32)
             sq_dist = np.empty(len(tile), dtype=np.float64)
             tile_total = kernels.assign(tile, centers, labels, sq_dist, None)

@@ -321,3 +321,13 @@ def test_set_params_backend_after_fit_changes_where_predictions_run():
     km.set_params(backend="nope")
     with pytest.raises(ValueError, match="'backend' parameter"):
         km.predict(X)
+
+
+def test_a_file_with_another_width_is_refused_by_predict_and_evaluate(tmp_path):
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    model = KMeans(k=2, random_state=0, backend="numpy").fit(X)
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join("1,2,3,4" for _ in range(5)) + "\n")
+    for call in (model.predict, model.evaluate, model.score):
+        with pytest.raises(ValueError, match="X has 4 features, but KMeans is expecting 3"):
+            call(str(path))

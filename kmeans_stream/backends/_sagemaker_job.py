@@ -234,12 +234,13 @@ def wait(name: str, aws: Aws, options: Any, out: TextIO | None = sys.stderr) -> 
         raise
 
 
-def offer_stop(name: str, client: Any, ask: Any = input) -> bool:
+def offer_stop(name: str, client: Any, ask: Any = None) -> bool:
     """On Ctrl-C: ask whether to stop the job (on a terminal); say how to pick it up again."""
     answer = ""
     if sys.stdin is not None and sys.stdin.isatty():
         try:
-            answer = ask(f"\nStop the SageMaker training job {name}? [y/N] ").strip().lower()
+            prompt = f"\nStop the SageMaker training job {name}? [y/N] "
+            answer = (ask or input)(prompt).strip().lower()
         except (EOFError, KeyboardInterrupt):
             answer = ""
     if answer in ("y", "yes"):
