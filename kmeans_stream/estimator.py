@@ -705,6 +705,26 @@ class KMeans(ParamsMixin):
             )
         return job_strings(values, validate_value("feature_dim", dim))
 
+    def deploy(self, **options: Any) -> Any:
+        """Serve this model on a SageMaker endpoint running SageMaker's K-Means image.
+
+        Parameters
+        ----------
+        **options
+            Those of `kmeans_stream.endpoint.deploy` (role, instance_type,
+            initial_instance_count, endpoint_name, content_type, accept, wait,
+            sagemaker_options); role and sagemaker_options default to the model's own.
+
+        Returns
+        -------
+        predictor : kmeans_stream.endpoint.Predictor
+            ``predictor.predict(X)`` gives ``(closest_cluster, distance_to_cluster)``;
+            ``predictor.delete_endpoint()`` takes the endpoint down.
+        """
+        from .endpoint import deploy
+
+        return deploy(self, **options)
+
     @classmethod
     def attach(cls, training_job_name: str, **params: Any) -> KMeans:
         """The model of a SageMaker training job started elsewhere (or left running).

@@ -14,6 +14,9 @@ request validation on the client side) and steps in where moto cannot run a job:
 - DescribeTrainingJob: moto's answer, with the job's status walking InProgress (Starting,
   Downloading, Training, Uploading) to its end over successive calls, and its outcome.
 - StopTrainingJob: the job ends Stopped.
+- InvokeEndpoint (sagemaker-runtime): what SageMaker's K-Means image answers, computed from the
+  endpoint's model (its ModelDataUrl, as moto recorded CreateModel) with kmeans_stream's
+  inference formats.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
 METRIC = re.compile(r"#quality_metric: host=\S+, (train|test) (msd|ssd) <loss>=(\S+)")
+INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 STEPS = [("InProgress", "Starting", "Preparing the instances for training"),
          ("InProgress", "Downloading", "Downloading input data"),
          ("InProgress", "Training", "Training image download completed. Training in progress."),
@@ -72,6 +76,9 @@ class Platform:
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        invoked = INVOCATIONS.match(environ.get("PATH_INFO", ""))
+        if invoked and environ["REQUEST_METHOD"] == "POST":
+            return self._invoke(invoked[1], body, environ, start_response)
         if target.startswith("SageMaker."):
             action = target.split(".", 1)[1]
             payload = json.loads(body or b"{}")
@@ -126,6 +133,36 @@ class Platform:
         if status == "Failed":
             answer["FailureReason"] = job.failure
         return json.dumps(answer).encode()
+
+    def _invoke(self, endpoint: str, body: bytes, environ, start_response):
+        from kmeans_stream import load
+        from kmeans_stream.io.inference import PayloadError, decode_request, encode_response
+
+        sagemaker = self.client("sagemaker")
+        config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+        variant = sagemaker.describe_endpoint_config(
+            EndpointConfigName=config)["ProductionVariants"][0]
+        url = sagemaker.describe_model(ModelName=variant["ModelName"])[
+            "PrimaryContainer"]["ModelDataUrl"]
+        bucket, _, key = url[5:].partition("/")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, "model.tar.gz")
+            self.client("s3").download_file(bucket, key, str(path))
+            model = load(path)
+        accept = environ.get("HTTP_ACCEPT", "application/json")
+        try:
+            X = decode_request(body, environ.get("CONTENT_TYPE", ""), model.n_features_in_)
+            out = encode_response(*model.predict_with_distance(X), accept)
+        except PayloadError as exc:
+            message = json.dumps({"ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+                                  "Message": f"unable to evaluate payload provided: {exc}"})
+            start_response("424 Failed Dependency",
+                           [("Content-Type", "application/json"),
+                            ("x-amzn-ErrorType", "ModelError"),
+                            ("Content-Length", str(len(message)))])
+            return [message.encode()]
+        start_response("200 OK", [("Content-Type", accept), ("Content-Length", str(len(out)))])
+        return [out]
 
     # ------------------------------------------------------------------ running a job
 

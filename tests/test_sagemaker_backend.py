@@ -347,3 +347,71 @@ def test_image_uri_table():
     assert image_uri("cn-north-1").endswith(".amazonaws.com.cn/kmeans:1")
     with pytest.raises(ValueError, match="us-east-1"):
         image_uri("mars-1")
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+@pytest.mark.parametrize(("content_type", "accept"), [
+    ("text/csv", "application/json"),
+    ("application/json", "application/jsonlines"),
+    ("application/jsonlines", "text/csv"),
+    ("application/x-recordio-protobuf", "application/x-recordio-protobuf"),
+])
+def test_deploy_a_local_model_and_predict_through_the_endpoint(aws, content_type, accept):
+    platform, bucket = aws
+    X = blobs()
+    model = KMeans(k=3, random_state=0, backend="numpy").fit(X)
+    predictor = model.deploy(role=ROLE, content_type=content_type, accept=accept,
+                             sagemaker_options={"bucket": bucket, "poll": 0.01,
+                                                "max_poll": 0.02})
+    closest, distance = predictor.predict(X[:50])
+    expected = model.predict_with_distance(X[:50])
+    np.testing.assert_array_equal(closest, expected[0])
+    np.testing.assert_allclose(distance, expected[1], rtol=1e-5)
+    assert closest.dtype == np.int32
+    create = [body for action, body in platform.requests if action == "CreateModel"][-1]
+    assert create["PrimaryContainer"] == {
+        "Image": "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1",
+        "ModelDataUrl": f"s3://{bucket}/kmeans-stream/models/{predictor.endpoint_name}"
+                        "/model.tar.gz"}
+    predictor.delete_endpoint()
+    sagemaker = platform.client("sagemaker")
+    with pytest.raises(sagemaker.exceptions.ClientError):
+        sagemaker.describe_endpoint(EndpointName=predictor.endpoint_name)
+    with pytest.raises(sagemaker.exceptions.ClientError):
+        sagemaker.describe_model(ModelName=predictor.endpoint_name)
+
+
+def test_deploy_a_sagemaker_trained_model_reuses_its_artifact(aws):
+    platform, bucket = aws
+    model = own_image(bucket, k=3, **PARITY).fit(blobs())
+    predictor = model.deploy(endpoint_name="trained-endpoint")
+    create = [body for action, body in platform.requests if action == "CreateModel"][-1]
+    assert create["PrimaryContainer"]["ModelDataUrl"] == model.model_data_
+    assert create["ExecutionRoleArn"] == ROLE
+    np.testing.assert_array_equal(predictor.predict(blobs()[:7])[0], model.predict(blobs()[:7]))
+    predictor.delete_endpoint()
+
+
+def test_deploy_refuses_bad_settings_before_creating_anything(aws):
+    platform, bucket = aws
+    model = KMeans(k=2, random_state=0, backend="numpy").fit(blobs())
+    options = {"bucket": bucket}
+    with pytest.raises(ValueError, match="deploy needs role="):
+        model.deploy(sagemaker_options=options)
+    with pytest.raises(ValueError, match="not offered for SageMaker K-Means endpoints"):
+        model.deploy(role=ROLE, instance_type="ml.x1.tiny", sagemaker_options=options)
+    with pytest.raises(ValueError, match="content_type"):
+        model.deploy(role=ROLE, content_type="text/plain", sagemaker_options=options)
+    assert not [a for a, _ in platform.requests if a.startswith("Create")]
+    assert objects(platform, bucket) == []
+
+
+def test_a_bad_payload_is_sagemakers_model_error(aws):
+    platform, bucket = aws
+    model = KMeans(k=2, random_state=0, backend="numpy").fit(blobs())
+    predictor = model.deploy(role=ROLE, sagemaker_options={"bucket": bucket, "poll": 0.01})
+    with pytest.raises(ValueError, match="unable to evaluate payload provided: expected 4"):
+        predictor.predict(np.ones((2, 3)))  # 3 features for a 4-feature model
+    predictor.delete_endpoint()
