@@ -206,7 +206,11 @@ class Platform:
                 "TrainingInputMode": channel.get("InputMode", "File"),
                 "S3DistributionType": source["S3DataDistributionType"],
                 "RecordWrapperType": "None"}
-            self._download(source, root / "input" / "data" / channel["ChannelName"])
+            folder = root / "input" / "data" / channel["ChannelName"]
+            self._download(source, folder)
+            if channel.get("InputMode") == "Pipe":  # one "pipe" per epoch: the files joined
+                epochs = int(request["HyperParameters"].get("epochs", "1"))
+                self._pipes(folder, epochs)
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
 
     def _download(self, source: dict, folder: Path) -> None:
@@ -223,6 +227,15 @@ class Platform:
         for uri in uris:
             b, _, k = uri[5:].partition("/")
             s3.download_file(b, k, str(folder / k.rsplit("/", 1)[-1]))
+
+    @staticmethod
+    def _pipes(folder: Path, epochs: int) -> None:
+        joined = b"".join(path.read_bytes() for path in sorted(folder.iterdir()))
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        for epoch in range(epochs):
+            Path(f"{folder}_{epoch}").write_bytes(joined)
 
     def _upload_model(self, model: Path, request: dict, job: Job) -> None:
         out = io.BytesIO()

@@ -96,6 +96,18 @@ def test_the_job_gives_the_centers_of_a_local_fit_with_the_same_seed(aws):
     assert platform.jobs[model.training_job_name_].status == "Completed"
 
 
+def test_pipe_mode(aws):
+    platform, bucket = aws
+    X = blobs()
+    params = {"k": 3, "mini_batch_size": 100, "epochs": 2, **PARITY}
+    model = own_image(bucket, sagemaker_options={"input_mode": "Pipe"}, **params).fit(X)
+    request = created(platform)[-1]
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
+    assert request["InputDataConfig"][0]["InputMode"] == "Pipe"
+    local = KMeans(backend="numpy", **params).fit(X)
+    np.testing.assert_allclose(model.cluster_centers_, local.cluster_centers_, rtol=1e-5)
+
+
 def test_attach_gives_the_finished_jobs_model(aws):
     platform, bucket = aws
     X = blobs()
