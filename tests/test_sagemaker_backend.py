@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+import kmeans_stream
 from kmeans_stream import InvalidHyperparameterError, KMeans
 from kmeans_stream.io import read_recordio
 
@@ -79,7 +80,7 @@ def objects(platform, bucket):
 # --------------------------------------------------------------------------- the same fit
 
 
-def test_the_job_gives_the_centers_of_a_local_fit_with_the_same_seed(aws):
+def test_the_job_gives_the_centers_of_a_local_fit_with_the_same_seed(aws, tmp_path):
     platform, bucket = aws
     X = blobs()
     params = {"k": 3, "mini_batch_size": 100, "epochs": 2, **PARITY}
@@ -94,6 +95,10 @@ def test_the_job_gives_the_centers_of_a_local_fit_with_the_same_seed(aws):
     assert model.metrics_["train:msd"] == pytest.approx(local.train_msd_, rel=1e-5)
     assert model.n_features_in_ == 4
     assert platform.jobs[model.training_job_name_].status == "Completed"
+    # A job's model saves and loads like any other, and predicts without boto3's backend.
+    loaded = kmeans_stream.load(model.save(tmp_path))
+    np.testing.assert_array_equal(loaded.cluster_centers_, model.cluster_centers_)
+    assert loaded.backend == "auto"
 
 
 def test_pipe_mode(aws):
