@@ -10,6 +10,7 @@ _EXTRAS = {
     "matplotlib": "plot",
     "pyarrow": "io",
     "scipy": "io",
+    "waitress": "serve",
 }
 
 

@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         "write its model/ or output/failure"
     )
     train.set_defaults(run=_train)
+
+    serve = commands.add_parser(
+        "serve", help="SageMaker's endpoint: GET /ping and POST /invocations on port 8080"
+    )
+    serve.add_argument("--model", type=Path, help="model.tar.gz, model_algo-1 or a folder "
+                       "(default: $KMEANS_STREAM_OPT_ML/model, else /opt/ml/model)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--max-payload-mb", type=int, default=6,
+                       help="largest request body in MiB (SageMaker's MaxPayloadInMB)")
+    serve.add_argument("--threads", type=int, default=4)
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -109,6 +121,13 @@ def _train(args: argparse.Namespace) -> int:
     from .container import train
 
     return train()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.model, args.host, args.port, args.max_payload_mb, args.threads)
+    return 0
 
 
 if __name__ == "__main__":

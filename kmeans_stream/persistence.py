@@ -48,7 +48,8 @@ def model_files(model: Any) -> dict[str, bytes]:
 
 def load(path: str | os.PathLike) -> Any:
     """A fitted KMeans from a model.tar.gz (kmeans_stream's or SageMaker's training output),
-    a bare ``model_algo-1`` file, or an ``s3://`` URI of either."""
+    a bare ``model_algo-1`` file, a folder holding the archive's files unpacked (as
+    ``/opt/ml/model`` when SageMaker serves), or an ``s3://`` URI of an archive or file."""
     from .estimator import KMeans
     from .io.artifact import read_model_artifact
 

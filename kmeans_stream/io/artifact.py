@@ -114,8 +114,10 @@ def read_model_artifact(path_or_uri) -> tuple[np.ndarray, dict | None]:
     ----------
     path_or_uri : str or os.PathLike
         A ``model.tar.gz`` (SageMaker's training output or `write_model_artifact`'s), a bare
-        ``model_algo-1`` file (recognised by its MXNet magic, whatever its name), or an
-        ``s3://bucket/key`` URI of either, fetched with boto3 and the standard AWS settings.
+        ``model_algo-1`` file (recognised by its MXNet magic, whatever its name), a folder
+        holding ``model_algo-1`` (and maybe ``kmeans_stream.json``: the archive unpacked, as
+        in ``/opt/ml/model``), or an ``s3://bucket/key`` URI of an archive or file, fetched
+        with boto3 and the standard AWS settings.
 
     Returns
     -------
@@ -127,15 +129,38 @@ def read_model_artifact(path_or_uri) -> tuple[np.ndarray, dict | None]:
     ------
     ModelFormatError
         If the file is neither format, an archive member is unsafe (absolute or ``..`` name,
-        link, device, too large, too many), ``model_algo-1`` is missing, or it does not hold
-        exactly one non-empty 2-D float array.
+        link, device, too large, too many), ``model_algo-1`` is missing (from an archive or a
+        folder), or it does not hold exactly one non-empty 2-D float array.
     """
     if isinstance(path_or_uri, str) and path_or_uri.startswith("s3://"):
         with tempfile.TemporaryDirectory() as folder:
             local = os.path.join(folder, ARTIFACT_NAME)
             _download(path_or_uri, local)
             return _read_local(local, path_or_uri)
-    return _read_local(os.fspath(path_or_uri), os.fspath(path_or_uri))
+    path = os.fspath(path_or_uri)
+    if os.path.isdir(path):
+        return _read_folder(path)
+    return _read_local(path, path)
+
+
+def _read_folder(path: str) -> tuple[np.ndarray, dict | None]:
+    """The model in a folder such as ``/opt/ml/model``, where SageMaker unpacks model.tar.gz
+    before serving: ``model_algo-1`` and, if there, ``kmeans_stream.json``; other files (the
+    ``state_<uuid>`` of SageMaker's training) are ignored."""
+    model = os.path.join(path, MODEL_MEMBER)
+    if not os.path.isfile(model):
+        raise ModelFormatError(f"{path}: the folder has no {MODEL_MEMBER} file")
+    centers = _centers(_read_small(model), model)
+    state = os.path.join(path, STATE_MEMBER)
+    return centers, _state(_read_small(state), state) if os.path.isfile(state) else None
+
+
+def _read_small(path: str) -> bytes:
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > MAX_MEMBER_BYTES:
+            raise ModelFormatError(f"{path}: {size} bytes is too large for a model file")
+        return stream.read()
 
 
 def _download(uri: str, local: str) -> None:
