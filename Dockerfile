@@ -8,7 +8,7 @@ ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/program
 COPY pyproject.toml README.md ./
 COPY kmeans_stream ./kmeans_stream
-RUN pip install --no-cache-dir ".[numba]"
+RUN pip install --no-cache-dir ".[numba,serve]"
 
 EXPOSE 8080
 # Exec form, no init process: SageMaker runs `docker run <image> train` (or `serve`) and sends
