@@ -14,9 +14,9 @@ request validation on the client side) and steps in where moto cannot run a job:
 - DescribeTrainingJob: moto's answer, with the job's status walking InProgress (Starting,
   Downloading, Training, Uploading) to its end over successive calls, and its outcome.
 - StopTrainingJob: the job ends Stopped.
-- InvokeEndpoint (sagemaker-runtime): what SageMaker's K-Means image answers, computed from the
-  endpoint's model (its ModelDataUrl, as moto recorded CreateModel) with kmeans_stream's
-  inference formats.
+- InvokeEndpoint (sagemaker-runtime): the endpoint's model (its ModelDataUrl, as moto recorded
+  CreateModel) served by kmeans_stream's serving application, which answers in SageMaker
+  K-Means' formats; a refusal comes back as SageMaker's ModelError.
 """
 
 from __future__ import annotations
@@ -135,8 +135,11 @@ class Platform:
         return json.dumps(answer).encode()
 
     def _invoke(self, endpoint: str, body: bytes, environ, start_response):
+        """SageMaker's runtime in front of the endpoint's container (kmeans_stream's serving
+        application on the endpoint's model): a refusal by the container comes back as
+        SageMaker's ModelError (424)."""
         from kmeans_stream import load
-        from kmeans_stream.io.inference import PayloadError, decode_request, encode_response
+        from kmeans_stream.serve import Application
 
         sagemaker = self.client("sagemaker")
         config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
@@ -148,21 +151,28 @@ class Platform:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder, "model.tar.gz")
             self.client("s3").download_file(bucket, key, str(path))
-            model = load(path)
-        accept = environ.get("HTTP_ACCEPT", "application/json")
-        try:
-            X = decode_request(body, environ.get("CONTENT_TYPE", ""), model.n_features_in_)
-            out = encode_response(*model.predict_with_distance(X), accept)
-        except PayloadError as exc:
-            message = json.dumps({"ErrorCode": "CLIENT_ERROR_FROM_MODEL",
-                                  "Message": f"unable to evaluate payload provided: {exc}"})
-            start_response("424 Failed Dependency",
-                           [("Content-Type", "application/json"),
-                            ("x-amzn-ErrorType", "ModelError"),
-                            ("Content-Length", str(len(message)))])
-            return [message.encode()]
-        start_response("200 OK", [("Content-Type", accept), ("Content-Length", str(len(out)))])
-        return [out]
+            container = Application(load(path))
+        got = {}
+
+        def start(status, headers, exc_info=None):
+            got["status"], got["headers"] = status, headers
+
+        inner = {"REQUEST_METHOD": "POST", "PATH_INFO": "/invocations",
+                 "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
+                 "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+                 "HTTP_ACCEPT": environ.get("HTTP_ACCEPT", "application/json")}
+        out = b"".join(container(inner, start))
+        if got["status"].startswith("200"):
+            start_response("200 OK", [(k, v) for k, v in got["headers"]
+                                      if k.lower() in ("content-type", "content-length")])
+            return [out]
+        message = json.dumps({"ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+                              "OriginalStatusCode": int(got["status"][:3]),
+                              "Message": out.decode()}).encode()
+        start_response("424 Failed Dependency", [("Content-Type", "application/json"),
+                                                 ("x-amzn-ErrorType", "ModelError"),
+                                                 ("Content-Length", str(len(message)))])
+        return [message]
 
     # ------------------------------------------------------------------ running a job
 

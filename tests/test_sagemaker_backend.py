@@ -268,7 +268,7 @@ def test_ctrl_c_offers_to_stop_the_job_and_a_stopped_job_raises(aws, monkeypatch
         def isatty(self):
             return True
 
-    monkeypatch.setattr(_sagemaker_job.time, "sleep", interrupt)
+    monkeypatch.setattr(_sagemaker_job, "_sleep", interrupt)
     monkeypatch.setattr(_sagemaker_job.sys, "stdin", Terminal())
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     with pytest.raises(KeyboardInterrupt):
@@ -290,7 +290,7 @@ def test_ctrl_c_without_a_terminal_leaves_the_job_running(aws, monkeypatch, caps
     from kmeans_stream.backends import _sagemaker_job
 
     platform.hold_next = True
-    monkeypatch.setattr(_sagemaker_job.time, "sleep",
+    monkeypatch.setattr(_sagemaker_job, "_sleep",
                         lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         own_image(bucket, k=3, **PARITY).fit(blobs())

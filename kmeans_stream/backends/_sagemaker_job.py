@@ -24,6 +24,7 @@ FINAL = ("Completed", "Failed", "Stopped")
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_sleep = time.sleep  # between polls (tests put a Ctrl-C here)
 
 
 class Aws:
@@ -227,7 +228,7 @@ def wait(name: str, aws: Aws, options: Any, out: TextIO | None = sys.stderr) -> 
                 logs.poll()
             if description["TrainingJobStatus"] in FINAL:
                 return description
-            time.sleep(interval)
+            _sleep(interval)
             interval = min(interval * 1.5, options.max_poll)
     except KeyboardInterrupt:
         offer_stop(name, client)
