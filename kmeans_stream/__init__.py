@@ -22,6 +22,17 @@ def load(path):
     return _load(path)
 
 
+def select_k(X, *args, **kwargs):
+    """Fit one KMeans per k and say which k the elbow, silhouette and gap methods suggest.
+
+    `kmeans_stream.selection.select_k`, imported on the first call; its docstring has the
+    parameters.
+    """
+    from .selection import select_k as _select_k
+
+    return _select_k(X, *args, **kwargs)
+
+
 __all__ = [
     "DataFormatError",
     "InvalidHyperparameterError",
@@ -30,4 +41,5 @@ __all__ = [
     "NotFittedError",
     "__version__",
     "load",
+    "select_k",
 ]
