@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,11 +27,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     ------
     BinaryIO
         The open temporary file.
+
+    Raises
+    ------
+    OSError
+        When the temporary file cannot be made; it names `path` or its folder as given, never
+        the temporary name.
     """
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not os.path.isdir(folder):
+            given = os.path.dirname(path) or os.curdir
+            raise FileNotFoundError(errno.ENOENT, "No such folder", given) from None
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
