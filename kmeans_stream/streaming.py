@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _progress
 from ._validation import check_n_features
 from .backends.base import Kernels, StreamState
 from .reassignment import SAMPLE_ROWS, check_interval, reassign
@@ -35,6 +36,11 @@ class StreamingPass:
         self.streamed = False  # batches of up to mini_batch_size rows, one call each
         self.mixed_rows = None  # rows of an epoch when the whole data is visited in random order
         self.until_check = 0
+        # Rows streamed over every epoch; the bar is drawn from the first rows streamed, so
+        # that a source failing at its start shows only its error.
+        self.progress: _progress.Bar | None = None
+        self.expected: int | None = None
+        self.passes = 0
         if state is not None:  # a copy: the caller's state stays as it was if this fails
             self.state = StreamState(kernels.asarray(np.array(state.centers)),
                                      kernels.asarray(np.array(state.counts)), state.n_seen,
@@ -51,7 +57,24 @@ class StreamingPass:
         return max(params.mini_batch_size, 3 * params.k)
 
     def run(self, source: Any) -> None:
-        """One pass over `source`."""
+        """One pass over `source`, shown on a progress bar inside a verbose call."""
+        if self.passes == 0 and source.n_samples is not None:
+            self.expected = source.n_samples * self.params.epochs
+        before = self._n_seen()
+        self._pass(source)
+        self.passes += 1
+        if self.progress is None:
+            return
+        if self.passes == self.params.epochs:
+            self.progress.close()
+        elif self.expected is None:  # a stream's rows, known after its first pass
+            self.expected = (self._n_seen() - before) * self.params.epochs
+            self.progress.expect(self.expected)
+
+    def _n_seen(self) -> int:
+        return 0 if self.state is None else self.state.n_seen
+
+    def _pass(self, source: Any) -> None:
         params = self.params
         order = None
         if params.shuffle and source.in_memory:
@@ -162,12 +185,15 @@ class StreamingPass:
                 X = X[start:stop]
                 weights = None if weights is None else weights[start:stop]
             seen = stop - start if weights is None else float(weights.sum())
+        if self.progress is None:
+            self.progress = _progress.bar(self.expected, "rows", "fit")
         if self.workspace is _UNMADE:  # a backend's workspace may itself be None
             rows = batch if self.streamed else min(batch, max(1, stop - start))
             self.workspace = kernels.workspace(X.dtype, len(state.counts), X.shape[1], rows)
         kernels.stream_batches(X, weights, order, batch, state.centers, state.counts,
                                params.half_life_time_size, self.workspace)
         state.n_seen += stop - start
+        self.progress.update(stop - start)
         state.n_steps += -(-(stop - start) // batch)
         state.weight_seen += seen
 

@@ -4,7 +4,8 @@ The source is anything `iter_batches` reads (a file of any of the three formats,
 manifest, an ``s3://`` location, an array); the destination is a local file whose extension
 names the format. The output is written to a hidden temporary file beside the destination and
 renamed onto it at the end, so a failure half-way (a malformed line, a full disk) leaves the
-destination as it was and no partial file behind.
+destination as it was and no partial file behind. With `verbose`, a progress bar on stderr
+follows the reading: in bytes of a local file's size, else in rows.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .. import _progress
 from .._optional import require
 from ._atomic import atomic_write
-from .sources import iter_batches
+from .sources import as_source, iter_batches
 
 __all__ = ["DEFAULT_BATCH_SIZE", "convert", "output_format"]
 
@@ -42,6 +44,7 @@ def convert(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     skip_header: bool = False,
+    verbose: bool | int = False,
 ) -> int:
     """Stream the rows of `src` into the file `dst`, in the format its extension names.
 
@@ -58,6 +61,8 @@ def convert(
         Rows held in memory at a time.
     skip_header : bool, default False
         Drop the first line of each CSV file read.
+    verbose : bool or int, default False
+        Show a progress bar on stderr.
 
     Returns
     -------
@@ -72,12 +77,15 @@ def convert(
         If the source is malformed; `dst` is then left untouched.
     """
     fmt, compressed = output_format(dst)
-    batches = iter_batches(src, batch_size, skip_header=skip_header)
-    with atomic_write(dst) as out:
-        if compressed:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as zipped:
-                return _WRITERS[fmt](zipped, batches)
-        return _WRITERS[fmt](out, batches)
+    rows = as_source(src).n_samples
+    with _progress.verbose_logging(verbose), _progress.reading(src, "convert", rows) as (
+            data, count):
+        batches = count(iter_batches(data, batch_size, skip_header=skip_header))
+        with atomic_write(dst) as out:
+            if compressed:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as zipped:
+                    return _WRITERS[fmt](zipped, batches)
+            return _WRITERS[fmt](out, batches)
 
 
 def output_format(dst: str | os.PathLike) -> tuple[str, bool]:
