@@ -5,8 +5,11 @@ In memory: a numpy array or a list of rows, a pandas DataFrame, a scipy.sparse m
 array, or an iterable of 2-D batches of any size. On disk or in S3: a file (CSV,
 RecordIO-protobuf, ``.npy``, any of them gzip-compressed, told apart by their first bytes), a
 folder read as a SageMaker channel, the SDK's ``.amazon.manifest`` or any ``*.manifest``, and
-``s3://`` keys, prefixes and manifests; a binary stream. Files are read a block at a time, so a
-fit holds about one batch plus one read chunk whatever the size of the data.
+``s3://`` keys, prefixes and manifests, or a list of any of those; a binary stream. On a Dask
+cluster: a dask array or dask DataFrame (kind "dask"), known by its class without importing
+dask; a local backend reads it a block at a time, the dask backend where its blocks live.
+Files are read a block at a time, so a fit holds about one batch plus one read chunk whatever
+the size of the data.
 
 The dtype of streamed data is fixed by its first batch (float32 or float64); later batches are
 cast to it, so a folder of a float32 CSV and a float64 ``.npy`` streams as float32.
@@ -15,7 +18,9 @@ cast to it, so a folder of a float32 CSV and a float64 ``.npy`` streams as float
 from __future__ import annotations
 
 import io
+import math
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +45,13 @@ from .shuffle import shuffle_batches
 from .streams import Tagged, buffered, iter_stream_chunks
 
 __all__ = [
-    "Source", "as_source", "describe_source", "is_batch_iterable", "is_reiterable",
-    "iter_batches", "rebatch",
+    "Source", "as_source", "block_rows", "dask_blocks", "describe_source", "is_batch_iterable",
+    "is_reiterable", "iter_batches", "rebatch",
 ]
 
 # The kinds of source: rows addressable by index, or read front to back.
 IN_MEMORY = ("dense", "frame", "sparse", "device")
-STREAMED = ("batches", "location", "stream")
+STREAMED = ("batches", "location", "stream", "dask")
 
 Batch = tuple[np.ndarray, "np.ndarray | None"]
 """A batch of rows (C-contiguous float32 or float64) and their sample weights (or None)."""
@@ -61,16 +66,19 @@ class Source:
     data : object
         The data itself: a numpy array (kind "dense"), a DataFrame ("frame"), a CSR matrix
         ("sparse"), a GPU array ("device"), an iterable of batches ("batches"), a path or URI
-        ("location"), or a binary stream ("stream").
+        or a tuple of them ("location"), a binary stream ("stream"), or a dask array (with
+        one chunk of columns) or dask DataFrame ("dask").
     kind : str
     description : str
         For messages, such as ``"folder 'data/train'"``.
     reiterable : bool
         Whether it can be read again from its start (epochs > 1, labels after a fit).
     n_samples, n_features : int or None
-        Known for in-memory data.
+        Known for in-memory data; for a dask collection, its features (and its rows where
+        its chunks say).
     dtype : numpy dtype or None
-        float32 or float64 for in-memory data; None for a stream, whose first batch fixes it.
+        float32 or float64 for in-memory data and dask collections; None for a stream, whose
+        first batch fixes it.
     feature_names : ndarray of object or None
         A DataFrame's column names, when they are all strings.
     sample_weight : ndarray of float64 or None
@@ -161,10 +169,11 @@ class Source:
 
     def _streamed_batches(self, batch_size: int, finite: bool,
                           rng: np.random.Generator | None) -> Iterator[Batch]:
+        parts_order = rng if self.sample_weight is None else None
         if self.kind == "location":
-            file_order = rng if self.sample_weight is None else None
-            tagged = iter_location_chunks(self.data, batch_size, skip_header=self.skip_header,
-                                          rng=file_order)
+            tagged = self._location_chunks(batch_size, parts_order)
+        elif self.kind == "dask":
+            tagged = _iter_dask_blocks(self.data, self.description, self.dtype, parts_order)
         elif self.kind == "stream":
             tagged = _iter_file_object(self.data, batch_size, self.skip_header)
         else:
@@ -183,6 +192,17 @@ class Source:
                 f"holds {offset} rows."
             )
 
+    def _location_chunks(self, batch_size: int,
+                         rng: np.random.Generator | None) -> Iterator[Tagged]:
+        """The files of each path, the paths of a list in a random order drawn from `rng` (and
+        the files of each path too, as for one path)."""
+        entries = self.data if isinstance(self.data, tuple) else (self.data,)
+        if rng is not None and len(entries) > 1:
+            entries = tuple(entries[i] for i in rng.permutation(len(entries)))
+        for entry in entries:
+            yield from iter_location_chunks(entry, batch_size, skip_header=self.skip_header,
+                                            rng=rng)
+
     def _weights_for(self, offset: int, n_rows: int) -> np.ndarray | None:
         if self.sample_weight is None:
             return None
@@ -200,7 +220,8 @@ def as_source(X: Any, sample_weight: Any = None, *, skip_header: bool = False) -
 
     Parameters
     ----------
-    X : array-like, DataFrame, sparse matrix, GPU array, iterable of batches, path, URI or stream
+    X : array-like, DataFrame, sparse matrix, GPU array, iterable of batches, path, URI (or a
+        list of them), stream, dask array or dask DataFrame
         See the module's docstring.
     sample_weight : array-like of shape (n_samples,), optional
         Non-negative finite weights, one per row, in row order (scikit-learn's meaning: a row
@@ -229,6 +250,12 @@ def _classify(X: Any, skip_header: bool) -> Source:
     if isinstance(X, (str, os.PathLike)):
         return Source(os.fspath(X), "location", _describe_location(os.fspath(X)), True,
                       skip_header=skip_header)
+    if _is_location_list(X):
+        paths = tuple(os.fspath(x) for x in X)
+        return Source(paths, "location", f"list of {len(paths)} locations ({paths[0]!r}, ...)",
+                      True, skip_header=skip_header)
+    if hasattr(X, "__dask_graph__"):
+        return _dask_source(X)
     if hasattr(X, "read"):
         if isinstance(X, io.TextIOBase):
             raise TypeError("a text stream was given: open the file in binary mode ('rb')")
@@ -387,6 +414,68 @@ def is_reiterable(source: Any) -> bool:
 def describe_source(source: Any) -> str:
     """A short description of a source for messages, such as ``"folder 'data/train'"``."""
     return as_source(source).description
+
+
+def _is_location_list(X: Any) -> bool:
+    """A non-empty list or tuple of paths and URIs (rows of data hold no strings)."""
+    return isinstance(X, (list, tuple)) and bool(X) and \
+        all(isinstance(x, (str, os.PathLike)) for x in X)
+
+
+def _dask_source(X: Any) -> Source:
+    """A dask array or dask DataFrame, classified from its metadata: nothing is computed.
+
+    The number of columns must be known (the rows of a block need not be); an array chunked
+    along its columns is rechunked (lazily) into blocks of whole rows.
+    """
+    array, frame = sys.modules.get("dask.array"), sys.modules.get("dask.dataframe")
+    if array is not None and isinstance(X, array.Array):
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2D dask array, got {X.ndim}D array instead: "
+                             f"X.shape={X.shape}.")
+        if math.isnan(X.shape[1]):
+            raise ValueError(
+                f"X is a dask array with unknown chunk widths (chunks along the columns: "
+                f"{X.chunks[1]}): its number of features must be known. Call "
+                "X.compute_chunk_sizes() first, or give the chunks when making it."
+            )
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        dtype = dense_dtype(np.dtype(X.dtype), "the dask array")
+        n_samples = None if math.isnan(X.shape[0]) else int(X.shape[0])
+        what = f"dask array of shape {X.shape} and dtype {X.dtype} in {X.numblocks[0]} blocks"
+        return Source(X, "dask", what, True, n_samples, int(X.shape[1]), dtype)
+    if frame is not None and isinstance(X, frame.DataFrame):
+        meta = X._meta  # the empty pandas DataFrame that stands for every partition
+        what = f"dask DataFrame of {len(meta.columns)} columns in {X.npartitions} partitions"
+        return Source(X, "dask", what, True, None, len(meta.columns), frame_dtype(meta),
+                      _feature_names(meta))
+    raise TypeError(
+        f"cannot read data from a dask collection of type {type(X).__name__}: expected a "
+        "2-D dask array or a dask DataFrame (for a Series: series.to_frame())"
+    )
+
+
+def dask_blocks(X: Any) -> list[Any]:
+    """The blocks of rows of a dask source's data (its partitions), as dask Delayed objects."""
+    return list(X.to_delayed()) if hasattr(X, "columns") else list(X.to_delayed().ravel())
+
+
+def block_rows(block: Any, dtype: np.dtype) -> np.ndarray:
+    """One computed block (a numpy array, or a DataFrame partition) as rows of `dtype`."""
+    if is_frame(block):
+        return frame_rows(block, slice(None), dtype)
+    return np.ascontiguousarray(block, dtype=dtype)
+
+
+def _iter_dask_blocks(X: Any, name: str, dtype: np.dtype,
+                      rng: np.random.Generator | None) -> Iterator[Tagged]:
+    """The blocks of a dask collection computed one at a time where dask computes (its
+    default scheduler, or the active distributed client): only one is held here at once. In
+    a random order drawn from `rng` when one is given."""
+    blocks = dask_blocks(X)
+    for i in rng.permutation(len(blocks)) if rng is not None else range(len(blocks)):
+        yield block_rows(blocks[i].compute(), dtype), f"{name}, block {i}"
 
 
 def _describe_location(text: str) -> str:
