@@ -94,6 +94,10 @@ class KMeans(ParamsMixin):
         Arithmetic of the GPU's matrix products: 'tf32' lets the cupy backend rank centers with
         TF32 tensor cores (distances and sums stay fp32/fp64); CPU backends ignore it. Local
         only.
+    scheduler_address : a non-empty str or None, default=None (local)
+        The Dask scheduler backend='dask' fits on (such as 'tcp://10.0.0.5:8786'); None uses the
+        active distributed.Client where there is one, else a LocalCluster of one worker process
+        per core, started for the fit and closed after. Local only.
     random_state : an int in the range [0, inf), a numpy Generator or None, default=None (local)
         Seed of every random choice; the same seed, data and hyperparameters give the same
         centers on the same backend. Local only.
@@ -185,6 +189,7 @@ class KMeans(ParamsMixin):
         force_dense=None,
         backend="auto",
         precision="fp32",
+        scheduler_address=None,
         random_state=None,
         shuffle="auto",
         reassignment_ratio=0.01,
@@ -210,6 +215,7 @@ class KMeans(ParamsMixin):
         self.force_dense = force_dense
         self.backend = backend
         self.precision = precision
+        self.scheduler_address = scheduler_address
         self.random_state = random_state
         self.shuffle = shuffle
         self.reassignment_ratio = reassignment_ratio
@@ -434,29 +440,39 @@ class KMeans(ParamsMixin):
 
         Parameters
         ----------
-        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path, URI, dask
+            array or dask DataFrame
             With the features (and, for a DataFrame, the column names) of the training data.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,), int32
+            A dask array for a dask X: computed where its blocks are, when asked for.
         """
-        return self._assign(as_source(X), distances=False, total=False)[0]
+        source = as_source(X)
+        if source.kind == "dask":
+            return self._lazy(source, "predict")
+        return self._assign(source, distances=False, total=False)[0]
 
     def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """SageMaker's endpoint answer: (closest_cluster, distance_to_cluster).
 
         Parameters
         ----------
-        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path or URI
+        X : array-like, DataFrame, scipy.sparse matrix, iterable of batches, path, URI, dask
+            array or dask DataFrame
 
         Returns
         -------
         closest_cluster : ndarray of shape (n_samples,), int32
         distance_to_cluster : ndarray of shape (n_samples,), float64
-            The plain Euclidean distance to that center, not squared (spec section 0).
+            The plain Euclidean distance to that center, not squared (spec section 0). Both
+            are dask arrays for a dask X.
         """
-        labels, sq_dist, _ = self._assign(as_source(X), distances=True)
+        source = as_source(X)
+        if source.kind == "dask":
+            return self._lazy(source, "distance")
+        labels, sq_dist, _ = self._assign(source, distances=True)
         return labels, np.sqrt(sq_dist)
 
     def transform(self, X: Any) -> np.ndarray:
@@ -464,13 +480,17 @@ class KMeans(ParamsMixin):
 
         Parameters
         ----------
-        X : array-like, DataFrame or scipy.sparse matrix
+        X : array-like, DataFrame, scipy.sparse matrix, dask array or dask DataFrame
 
         Returns
         -------
         distances : ndarray of shape (n_samples, k), X's float dtype
+            A dask array for a dask X.
         """
-        source = self._checked(as_source(X))
+        source = as_source(X)
+        if source.kind == "dask":
+            return self._lazy(source, "transform")
+        source = self._checked(source)
         kernels = self._predict_kernels()
         centers = self._centers_for(source)
         if source.kind in ("dense", "frame", "device"):
@@ -501,9 +521,12 @@ class KMeans(ParamsMixin):
         Returns
         -------
         labels : ndarray of shape (n_samples,), int32
-            Also kept as `labels_` (and their inertia as `inertia_`).
+            Also kept as `labels_` (and their inertia as `inertia_`); for a dask X, the lazy
+            `predict` (a dask array), and no `labels_`.
         """
         source = as_source(X, sample_weight)
+        if source.kind == "dask":
+            return self.fit(source).predict(source)
         if not source.reiterable:
             raise ValueError(
                 f"fit_predict labels every row after the fit, but {source.description} is a "
@@ -648,13 +671,27 @@ class KMeans(ParamsMixin):
         centers = self._reduced(fitted).centers
         return np.ascontiguousarray(centers, dtype=source.dtype or fitted.dtype)
 
-    def _predict_kernels(self) -> Any:
-        """The compute kernels of the `backend` parameter as it is now (a trainer backend
-        predicts with 'auto')."""
+    def _predict_backend(self) -> tuple[str, dict[str, Any]]:
+        """The compute backend of the `backend` parameter as it is now ('auto' for a trainer
+        backend) and its options."""
         name = validate_value("backend", self.backend)
-        backend = backends.lookup(name)
         options = {"precision": validate_value("precision", self.precision)}
-        return backends.load(backend.name if backend.kind == "compute" else "auto", **options)
+        return (name if backends.lookup(name).kind == "compute" else "auto"), options
+
+    def _predict_kernels(self) -> Any:
+        """The compute kernels predictions run on (`_predict_backend`)."""
+        name, options = self._predict_backend()
+        return backends.load(name, **options)
+
+    def _lazy(self, source: Source, what: str) -> Any:
+        """predict ('predict'), transform ('transform') or predict_with_distance ('distance')
+        on a dask collection: dask arrays, computed where its blocks are, each block loading
+        the same compute backend there."""
+        from .backends.dask import lazy_assign
+
+        source = self._checked(source)
+        name, options = self._predict_backend()
+        return lazy_assign(source, self._centers_for(source), what, name, options)
 
     # ------------------------------------------------------------------ SageMaker
 

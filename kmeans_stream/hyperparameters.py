@@ -342,6 +342,13 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         sagemaker=False,
     ),
     Hyperparameter(
+        "scheduler_address", None, (Text(), NoneValue()),
+        "The Dask scheduler backend='dask' fits on (such as 'tcp://10.0.0.5:8786'); None "
+        "uses the active distributed.Client where there is one, else a LocalCluster of one "
+        "worker process per core, started for the fit and closed after. Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
         "random_state", None, (Seed(),),
         "Seed of every random choice; the same seed, data and hyperparameters give the same "
         "centers on the same backend. Local only.",

@@ -51,6 +51,7 @@ AS_SENT = [
     ("shuffle_buffer", "64MiB", "64MiB"),
     ("shuffle_buffer", "100000", 100000),
     ("precision", "tf32", "tf32"),
+    ("scheduler_address", "tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786"),
     ("verbose", "0", 0),
     ("role", "arn:aws:iam::123456789012:role/kmeans", "arn:aws:iam::123456789012:role/kmeans"),
     ("instance_type", "ml.c5.xlarge", "ml.c5.xlarge"),

@@ -94,6 +94,9 @@ register(Backend("cupy", "compute", "kmeans_stream.backends.cupy:CupyKernels",
 register(Backend("sagemaker", "trainer", "kmeans_stream.backends.sagemaker:SageMakerTrainer",
                  requires=("boto3",), extra="sagemaker",
                  options=("role", "instance_type", "instance_count", "sagemaker_options")))
+# A trainer: the fit on a Dask cluster, the partitions' streaming states merged.
+register(Backend("dask", "trainer", "kmeans_stream.backends.dask:DaskTrainer",
+                 requires=("dask", "distributed"), extra="dask", options=("scheduler_address",)))
 
 
 def names() -> tuple[str, ...]:
