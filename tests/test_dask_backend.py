@@ -174,6 +174,32 @@ def test_a_list_of_csv_files_one_task_each(address, tmp_path):
     assert sse(folder, X) <= 1.02 * sse(KMeans(k=12, random_state=4).fit(X), X)
 
 
+def _set_environ(values):
+    os.environ.update(values)
+
+
+def test_an_s3_prefix_one_task_per_object(address, s3_server, tmp_path):
+    boto3 = pytest.importorskip("boto3")
+    # The workers were started before the S3 server: they are told where it is, as boto3's
+    # usual environment would tell them on a real cluster.
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+             "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+    with distributed.Client(address, set_as_default=False) as client:
+        client.run(_set_environ, {name: os.environ[name] for name in names})
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="dask-train")
+    X = blobs(n=9_000)
+    paths = []
+    for i, rows in enumerate(np.array_split(X, 3)):
+        paths.append(str(tmp_path / f"part-{i}.csv"))
+        np.savetxt(paths[-1], rows, delimiter=",", fmt="%.8g")
+        s3.upload_file(paths[-1], "dask-train", f"train/part-{i}.csv")
+    params = dict(k=12, random_state=6, backend="dask", scheduler_address=address)
+    from_s3 = KMeans(**params).fit("s3://dask-train/train/")
+    np.testing.assert_array_equal(from_s3.cluster_centers_,
+                                  KMeans(**params).fit(paths).cluster_centers_)
+
+
 def test_predictions_on_dask_arrays_stay_lazy_and_equal_the_eager_ones(address):
     X = blobs(n=12_000)
     dX = da.from_array(X, chunks=(5_000, 6))
