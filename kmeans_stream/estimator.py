@@ -228,8 +228,8 @@ class KMeans(ParamsMixin):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *, test: Any = None
-            ) -> KMeans:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *, test: Any = None,
+            skip_header: bool = False) -> KMeans:
         """Fit on in-memory data or a stream of batches.
 
         Parameters
@@ -245,6 +245,9 @@ class KMeans(ParamsMixin):
         test : same kinds as X, optional
             An evaluation set, SageMaker's test channel: `metrics_` gets its ``test:msd``
             and/or ``test:ssd`` (as `eval_metrics` asks).
+        skip_header : bool, default False
+            Drop the first line of each CSV file of X (and of `test`); SageMaker's CSV has no
+            header, so by default every line is data.
 
         Returns
         -------
@@ -252,8 +255,8 @@ class KMeans(ParamsMixin):
             The fitted estimator.
         """
         values = validate_all(self.get_params())
-        source = as_source(X, sample_weight)
-        test_source = None if test is None else as_source(test)
+        source = as_source(X, sample_weight, skip_header=skip_header)
+        test_source = None if test is None else as_source(test, skip_header=skip_header)
         if test_source is not None and None not in (test_source.n_features, source.n_features) \
                 and test_source.n_features != source.n_features:
             raise ValueError(f"test has {test_source.n_features} features, X has "
@@ -275,7 +278,8 @@ class KMeans(ParamsMixin):
         self._commit(fitted)
         return self
 
-    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+                    skip_header: bool = False) -> KMeans:
         """Stream one more chunk of data through the K streaming centers.
 
         The first call initialises the K centers from its first mini-batch. Only the streaming
@@ -290,6 +294,8 @@ class KMeans(ParamsMixin):
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each row.
+        skip_header : bool, default False
+            Drop the first line of each CSV file.
 
         Returns
         -------
@@ -297,7 +303,7 @@ class KMeans(ParamsMixin):
             The updated estimator; `labels_` and `inertia_` then describe this chunk.
         """
         values = validate_all(self.get_params())
-        source = as_source(X, sample_weight)
+        source = as_source(X, sample_weight, skip_header=skip_header)
         previous = getattr(self, "_fitted", None)
         if previous is not None:
             if previous.state is None:

@@ -24,7 +24,7 @@ FORMAT = "kmeans_stream/2"
 # Lloyd iterations `n_iter`; it is read as well.
 READABLE = ("kmeans_stream/1", FORMAT)
 # Where and how chattily a model runs is the loading machine's business, not the artifact's.
-NOT_SAVED = ("backend", "verbose")
+NOT_SAVED = ("backend", "verbose", "scheduler_address")
 
 
 def save(model: Any, path: str | os.PathLike) -> Path:

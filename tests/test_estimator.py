@@ -331,3 +331,17 @@ def test_a_file_with_another_width_is_refused_by_predict_and_evaluate(tmp_path):
     for call in (model.predict, model.evaluate, model.score):
         with pytest.raises(ValueError, match="X has 4 features, but KMeans is expecting 3"):
             call(str(path))
+
+
+def test_fit_skips_a_csv_header_when_asked(tmp_path):
+    X = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)
+    path = tmp_path / "with_header.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
+    params = {"k": 2, "random_state": 0, "backend": "numpy", "shuffle": False,
+              "reassignment_ratio": 0}
+    with pytest.raises(ValueError, match="header"):
+        KMeans(**params).fit(str(path))
+    skipped = KMeans(**params).fit(str(path), skip_header=True)
+    np.testing.assert_allclose(skipped.cluster_centers_,
+                               KMeans(**params).fit(X).cluster_centers_, rtol=1e-6)
+    assert KMeans(**params).partial_fit(str(path), skip_header=True).n_samples_seen_ == 40
