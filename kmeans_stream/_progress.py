@@ -35,6 +35,27 @@ class _Shown:
 
 
 _SHOWN: ContextVar[_Shown | None] = ContextVar("kmeans_stream_shown", default=None)
+# Where the readers of local files report the bytes they read (a fit's bar in bytes).
+_BYTES: ContextVar[Callable[[int], None] | None] = ContextVar("kmeans_stream_bytes",
+                                                               default=None)
+
+
+@contextlib.contextmanager
+def counting_bytes(report: Callable[[int], None] | None) -> Iterator[None]:
+    """While inside, `read_bytes` hands the bytes read from local files to `report`."""
+    token = _BYTES.set(report)
+    try:
+        yield
+    finally:
+        _BYTES.reset(token)
+
+
+def read_bytes(n: int) -> None:
+    """Report `n` more bytes read from a local file (nothing happens outside
+    `counting_bytes`)."""
+    report = _BYTES.get()
+    if report is not None and n > 0:
+        report(n)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import numpy as np
 from . import _progress
 from ._validation import check_n_features
 from .backends.base import Kernels, StreamState
+from .io.locations import local_bytes
 from .reassignment import SAMPLE_ROWS, check_interval, reassign
 
 DENSE_KINDS = ("dense", "frame", "device")
@@ -40,6 +41,7 @@ class StreamingPass:
         # that a source failing at its start shows only its error.
         self.progress: _progress.Bar | None = None
         self.expected: int | None = None
+        self.file_bytes: int | None = None  # of local files: the bar counts bytes read
         self.passes = 0
         if state is not None:  # a copy: the caller's state stays as it was if this fails
             self.state = StreamState(kernels.asarray(np.array(state.centers)),
@@ -57,19 +59,29 @@ class StreamingPass:
         return max(params.mini_batch_size, 3 * params.k)
 
     def run(self, source: Any) -> None:
-        """One pass over `source`, shown on a progress bar inside a verbose call."""
-        if self.passes == 0 and source.n_samples is not None:
-            self.expected = source.n_samples * self.params.epochs
+        """One pass over `source`, shown on a progress bar inside a verbose call: of its bytes
+        for local files, else of its rows."""
+        if self.passes == 0:
+            if source.n_samples is not None:
+                self.expected = source.n_samples * self.params.epochs
+            if source.kind == "location":
+                self.file_bytes = local_bytes(source.data)
         before = self._n_seen()
-        self._pass(source)
+        with _progress.counting_bytes(self._read_bytes if self.file_bytes else None):
+            self._pass(source)
         self.passes += 1
         if self.progress is None:
             return
         if self.passes == self.params.epochs:
             self.progress.close()
-        elif self.expected is None:  # a stream's rows, known after its first pass
+        elif self.expected is None and not self.file_bytes:  # rows known after a pass
             self.expected = (self._n_seen() - before) * self.params.epochs
             self.progress.expect(self.expected)
+
+    def _read_bytes(self, n: int) -> None:
+        if self.progress is None:
+            self.progress = _progress.bar(self.file_bytes * self.params.epochs, "B", "fit")
+        self.progress.update(n)
 
     def _n_seen(self) -> int:
         return 0 if self.state is None else self.state.n_seen
@@ -185,7 +197,7 @@ class StreamingPass:
                 X = X[start:stop]
                 weights = None if weights is None else weights[start:stop]
             seen = stop - start if weights is None else float(weights.sum())
-        if self.progress is None:
+        if self.progress is None and not self.file_bytes:
             self.progress = _progress.bar(self.expected, "rows", "fit")
         if self.workspace is _UNMADE:  # a backend's workspace may itself be None
             rows = batch if self.streamed else min(batch, max(1, stop - start))
@@ -193,7 +205,8 @@ class StreamingPass:
         kernels.stream_batches(X, weights, order, batch, state.centers, state.counts,
                                params.half_life_time_size, self.workspace)
         state.n_seen += stop - start
-        self.progress.update(stop - start)
+        if not self.file_bytes:
+            self.progress.update(stop - start)
         state.n_steps += -(-(stop - start) // batch)
         state.weight_seen += seen
 

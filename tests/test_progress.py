@@ -32,11 +32,20 @@ def test_an_in_memory_fit_counts_rows_times_epochs(capsys):
     assert "fit: 100%|" in err and "6.00k/6.00k" in err
 
 
-def test_a_stream_is_counted_then_given_its_total_after_the_first_pass(capsys, tmp_path):
+def test_a_local_file_is_counted_in_bytes_with_its_total_from_the_start(capsys, tmp_path):
     np.save(tmp_path / "rows.npy", blobs())
     model(verbose=1, epochs=2).fit(tmp_path / "rows.npy")
     err = capsys.readouterr().err
-    assert "fit: 0.00 rows [" in err  # a file's rows are not known before they are read
+    size = (tmp_path / "rows.npy").stat().st_size  # 64,128 bytes: 62.6 KiB
+    assert f"fit:   0%|          | 0.00/{2 * size / 1024:.0f}k" in err
+    assert "fit: 100%|" in err and "B/s]" in err
+
+
+def test_a_stream_is_counted_then_given_its_total_after_the_first_pass(capsys):
+    batches = [blobs()[i:i + 500] for i in range(0, 2000, 500)]
+    model(verbose=1, epochs=2).fit(batches)
+    err = capsys.readouterr().err
+    assert "fit: 0.00 rows [" in err  # a stream's rows are not known before they are read
     assert "fit:  50%|" in err and "2.00k/4.00k" in err  # but they are after one epoch
     assert "fit: 100%|" in err and "4.00k/4.00k" in err
 

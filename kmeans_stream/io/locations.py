@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
+from .. import _progress
 from ..exceptions import DataFormatError
 from . import s3
 from .streams import Tagged, iter_stream_chunks
@@ -49,7 +50,33 @@ def iter_location_chunks(
         locations = [locations[i] for i in rng.permutation(len(locations))]
     for location in locations:
         with opener.open(location) as stream:
-            yield from iter_stream_chunks(stream, location, batch_size, skip_header=skip_header)
+            chunks = iter_stream_chunks(stream, location, batch_size, skip_header=skip_header)
+            if s3.is_s3_uri(location):
+                yield from chunks
+            else:
+                yield from _counted(chunks, stream)
+
+
+def _counted(chunks: Iterator[Tagged], stream: BinaryIO) -> Iterator[Tagged]:
+    """`chunks`, reporting the bytes of the local file read so far (a progress bar's)."""
+    at = 0
+    for chunk in chunks:
+        position = stream.tell()
+        _progress.read_bytes(position - at)
+        at = position
+        yield chunk
+
+
+def local_bytes(source: str | os.PathLike) -> int | None:
+    """The bytes of the local files a path stands for; None for S3 or when they cannot be
+    listed (the caller then counts rows)."""
+    try:
+        files = list(expand(source))
+        if not files or any(s3.is_s3_uri(f) for f in files):
+            return None
+        return sum(os.path.getsize(f) for f in files) or None
+    except (OSError, ValueError):
+        return None
 
 
 def expand(source: str | os.PathLike, opener: _Opener | None = None) -> Iterator[str]:
