@@ -114,6 +114,11 @@ class KMeans(ParamsMixin):
     shuffle_buffer : an int in the range [1, inf) or a size such as '64MiB', default='64MiB' (local)
         Size of the shuffle buffer of streamed sources, in rows (an int) or memory (such as
         '64MiB'): the memory a shuffled stream adds. Local only.
+    compute_labels : a bool, default=True (local)
+        Set labels_ and inertia_ of the training rows after a fit on in-memory data (scikit-
+        learn's MiniBatchKMeans name and meaning): where the final refinement did not label them
+        already, one more assignment pass, and n int32 of memory either way. False leaves them
+        unset. Local only.
     role : a non-empty str or None, default=None (job)
         The IAM role (its ARN, or its name in the caller's account) a SageMaker training job
         runs as; required with backend='sagemaker'.
@@ -136,9 +141,9 @@ class KMeans(ParamsMixin):
     counts_ : ndarray of shape (k,)
         The (decayed, weighted) number of points behind each final center.
     labels_ : ndarray of shape (n_samples,), int32
-        Closest center of each training row: set by a fit on in-memory data (and by
-        `fit_predict` on any source that can be read again); after `partial_fit`, of the rows
-        of its last call, as scikit-learn's MiniBatchKMeans.
+        Closest center of each training row, unless compute_labels=False: set by a fit on
+        in-memory data (and by `fit_predict` on any source that can be read again); after
+        `partial_fit`, of the rows of its last call, as scikit-learn's MiniBatchKMeans.
     inertia_ : float
         Sum of the (weighted) squared distances of those rows to their closest center.
     train_msd_ : float
@@ -194,6 +199,7 @@ class KMeans(ParamsMixin):
         shuffle="auto",
         reassignment_ratio=0.01,
         shuffle_buffer="64MiB",
+        compute_labels=True,
         role=None,
         instance_type=None,
         instance_count=1,
@@ -220,6 +226,7 @@ class KMeans(ParamsMixin):
         self.shuffle = shuffle
         self.reassignment_ratio = reassignment_ratio
         self.shuffle_buffer = shuffle_buffer
+        self.compute_labels = compute_labels
         self.role = role
         self.instance_type = instance_type
         self.instance_count = instance_count
@@ -269,7 +276,9 @@ class KMeans(ParamsMixin):
         fitted = _Fitted(result.state, result.reduction, params, _copy_rng(rng), result.dtype,
                          result.n_features, source.feature_names, result.n_epochs,
                          metrics=dict(result.metrics), attributes=dict(result.attributes))
-        if result.labels is not None:  # the fit's last pass over the data labelled them
+        if not values["compute_labels"]:
+            pass
+        elif result.labels is not None:  # the fit's last pass over the data labelled them
             fitted.labels = (result.labels, result.inertia)
         elif source.in_memory:
             fitted.labels = self._labels_of(fitted, source)
@@ -327,7 +336,7 @@ class KMeans(ParamsMixin):
         fitted = _Fitted(state, None, params, _copy_rng(rng), state.centers.dtype,
                          state.centers.shape[1],
                          names, None if previous is None else previous.n_iter)
-        if source.in_memory and source.kind != "device":
+        if source.in_memory and source.kind != "device" and values["compute_labels"]:
             fitted.labelled = (_own_copy(source.dense() if source.kind != "sparse"
                                          else source.data), source.sample_weight)
         self._commit(fitted)

@@ -378,6 +378,14 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         sagemaker=False,
     ),
     Hyperparameter(
+        "compute_labels", True, (Boolean(),),
+        "Set labels_ and inertia_ of the training rows after a fit on in-memory data "
+        "(scikit-learn's MiniBatchKMeans name and meaning): where the final refinement did "
+        "not label them already, one more assignment pass, and n int32 of memory either way. "
+        "False leaves them unset. Local only.",
+        sagemaker=False,
+    ),
+    Hyperparameter(
         "role", None, (Text(), NoneValue()),
         "The IAM role (its ARN, or its name in the caller's account) a SageMaker training job "
         "runs as; required with backend='sagemaker'.",

@@ -345,3 +345,16 @@ def test_fit_skips_a_csv_header_when_asked(tmp_path):
     np.testing.assert_allclose(skipped.cluster_centers_,
                                KMeans(**params).fit(X).cluster_centers_, rtol=1e-6)
     assert KMeans(**params).partial_fit(str(path), skip_header=True).n_samples_seen_ == 40
+
+
+def test_compute_labels_false_skips_the_labels_as_scikit_learn():
+    X = np.random.default_rng(2).normal(size=(300, 3))
+    params = {"k": 3, "random_state": 0, "backend": "numpy"}
+    for extra in ({}, {"shuffle": False, "reassignment_ratio": 0}):  # refined, and parity
+        model = KMeans(compute_labels=False, **params, **extra).fit(X)
+        assert not hasattr(model, "labels_") and not hasattr(model, "inertia_")
+        full = KMeans(**params, **extra).fit(X)
+        np.testing.assert_array_equal(model.cluster_centers_, full.cluster_centers_)
+        np.testing.assert_array_equal(model.fit_predict(X), full.labels_)
+    chunked = KMeans(compute_labels=False, **params).partial_fit(X)
+    assert not hasattr(chunked, "labels_")

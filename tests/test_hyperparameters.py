@@ -53,6 +53,7 @@ AS_SENT = [
     ("precision", "tf32", "tf32"),
     ("scheduler_address", "tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786"),
     ("verbose", "0", 0),
+    ("compute_labels", "False", False),
     ("role", "arn:aws:iam::123456789012:role/kmeans", "arn:aws:iam::123456789012:role/kmeans"),
     ("instance_type", "ml.c5.xlarge", "ml.c5.xlarge"),
     ("instance_count", "4", 4),
