@@ -107,3 +107,14 @@ def test_convert_shows_a_bar_only_when_verbose(capsys, tmp_path):
     assert convert(X, tmp_path / "b.npy", verbose=True) == 2000
     assert "convert: 100%|" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), X)
+
+
+def test_a_list_of_local_files_is_counted_in_bytes_too(capsys, tmp_path):
+    paths = []
+    for i, part in enumerate((blobs()[:1000], blobs()[1000:])):
+        np.save(tmp_path / f"part{i}.npy", part)
+        paths.append(str(tmp_path / f"part{i}.npy"))
+    model(verbose=1).fit(paths)
+    err = capsys.readouterr().err
+    size = sum((tmp_path / f"part{i}.npy").stat().st_size for i in range(2))
+    assert f"| 0.00/{size / 1024:.1f}k" in err and "fit: 100%|" in err

@@ -67,15 +67,16 @@ def _counted(chunks: Iterator[Tagged], stream: BinaryIO) -> Iterator[Tagged]:
         yield chunk
 
 
-def local_bytes(source: str | os.PathLike) -> int | None:
-    """The bytes of the local files a path stands for; None for S3 or when they cannot be
-    listed (the caller then counts rows)."""
+def local_bytes(source: Any) -> int | None:
+    """The bytes of the local files a path (or a list of paths) stands for; None for S3 or
+    when they cannot be listed (the caller then counts rows)."""
+    many = source if isinstance(source, (list, tuple)) else [source]
     try:
-        files = list(expand(source))
+        files = [f for one in many for f in expand(one)]
         if not files or any(s3.is_s3_uri(f) for f in files):
             return None
         return sum(os.path.getsize(f) for f in files) or None
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return None
 
 
