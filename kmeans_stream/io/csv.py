@@ -111,6 +111,9 @@ class _BlockParser:
         self._csv = require("pyarrow.csv", "reading CSV")
         names = [f"f{j}" for j in range(n_columns)]
         self._read_options = self._csv.ReadOptions(column_names=names, block_size=_PARSE_BLOCK)
+        # One thread converts the columns of a bad line in order, so the error names its
+        # first bad cell (with threads, whichever column failed first).
+        self._line_options = self._csv.ReadOptions(column_names=names, use_threads=False)
         # null_values=[] so that an empty cell is an error rather than a silent NaN
         self._convert_options = self._csv.ConvertOptions(
             column_types=dict.fromkeys(names, self._pa.float32()), null_values=[]
@@ -124,10 +127,10 @@ class _BlockParser:
             raise self._locate(block, name, first_line, exc) from None
         return _table_to_array(table)
 
-    def _read(self, block: bytes) -> Any:
+    def _read(self, block: bytes, options: Any = None) -> Any:
         return self._csv.read_csv(
             self._pa.py_buffer(block),
-            read_options=self._read_options,
+            read_options=options or self._read_options,
             convert_options=self._convert_options,
         )
 
@@ -145,7 +148,7 @@ class _BlockParser:
             except self._pa.ArrowInvalid:
                 hi = mid
         try:
-            self._read(lines[lo] + b"\n")
+            self._read(lines[lo] + b"\n", self._line_options)
         except self._pa.ArrowInvalid as line_exc:
             return DataFormatError(f"{name}, line {first_line + lo}: {_describe(line_exc)}")
         last = first_line + block.count(b"\n")
@@ -159,7 +162,7 @@ def _describe(exc: Exception) -> str:
     if match:
         value = match.group(2)[:_MAX_SHOWN]
         return f"column {int(match.group(1)) + 1}: {value!r} is not a number"
-    text = text.removeprefix("CSV parse error: ")
+    text = re.sub(r"^Row #\d+: ", "", text.removeprefix("CSV parse error: "))
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
