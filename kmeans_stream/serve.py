@@ -178,9 +178,13 @@ def serve(model_path: str | os.PathLike | None = None, host: str = "0.0.0.0", po
     path = Path(model_path) if model_path is not None else model_folder()
     model = _ready_model(path)
     app = Application(model, max_payload_mb, threads)
-    server = waitress.create_server(
-        app, host=host, port=port, threads=threads,
-        max_request_body_size=max(_WAITRESS_MAX_BODY, (max_payload_mb << 20) + 1))
+    try:
+        server = waitress.create_server(
+            app, host=host, port=port, threads=threads,
+            max_request_body_size=max(_WAITRESS_MAX_BODY, (max_payload_mb << 20) + 1))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                      ) from exc
     print(f"kmeans-stream serve: {path} (k={model.k}, feature_dim={model.n_features_in_}) on "
           f"{_urls(server)}", file=sys.stderr, flush=True)
     if threading.current_thread() is threading.main_thread():

@@ -291,3 +291,20 @@ def test_serve_without_waitress_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "waitress", None)
     with pytest.raises(ImportError, match=r"pip install 'kmeans-stream\[serve\]'"):
         serve(FIXTURES / "ndarray" / "model.tar.gz")
+
+
+def test_a_port_in_use_is_named(tmp_path):
+    import socket
+
+    from kmeans_stream import KMeans
+    from kmeans_stream.serve import serve
+
+    model = KMeans(k=2, random_state=0, backend="numpy").fit(
+        np.random.default_rng(0).normal(size=(50, 3)))
+    path = model.save(tmp_path / "model.tar.gz")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(path, host="127.0.0.1", port=port)
