@@ -37,6 +37,7 @@ def shuffle_batches(batches: Iterable[Batch], size: int | str, batch_size: int,
     X, w = first
     capacity = buffer_rows(size, X.shape[1], X.itemsize, batch_size)
     rows = np.empty((capacity + batch_size, X.shape[1]), dtype=X.dtype)  # fills by whole batches
+    slots = _as_records(rows)  # the same memory, a row per element: fancy indexing 2-3x faster
     weights = None if w is None else np.empty(capacity + batch_size)
     filled = 0
     for X, w in _chain(first, stream):
@@ -48,14 +49,24 @@ def shuffle_batches(batches: Iterable[Batch], size: int | str, batch_size: int,
             filled += m
             continue
         places = rng.choice(filled, size=m, replace=False)  # a random batch out, X in its places
-        yield rows[places], None if weights is None else weights[places]
-        rows[places] = X
+        yield _rows_of(slots[places], rows), None if weights is None else weights[places]
+        slots[places] = _as_records(np.ascontiguousarray(X, dtype=rows.dtype))
         if weights is not None:
             weights[places] = w
     order = rng.permutation(filled)
     for start in range(0, filled, batch_size):
         places = order[start:start + batch_size]
-        yield rows[places], None if weights is None else weights[places]
+        yield _rows_of(slots[places], rows), None if weights is None else weights[places]
+
+
+def _as_records(rows: np.ndarray) -> np.ndarray:
+    """A C-contiguous 2-D array seen as 1-D, one opaque record of its bytes per row."""
+    return rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(-1)
+
+
+def _rows_of(records: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Records (`_as_records`) seen as rows of `like`'s dtype and width again."""
+    return records.view(like.dtype).reshape(-1, like.shape[1])
 
 
 def _chain(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
