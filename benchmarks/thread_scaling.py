@@ -1,0 +1,113 @@
+"""How the numba kernels scale with threads: the streaming pass against a Lloyd pass, and a
+whole fit with the share its reduction takes (issue 14's 2-, 4-, 8- and 16-core rows).
+
+For each shape and each thread count up to the machine's cores (1, 2, 4, 8, 16): one streaming
+pass in 5,000-row batches (K centers), one Lloyd pass (assign + update, K centers), both in
+points per second, and their ratio (target >= 0.8); then a default fit and the time of its
+reduction from K to k (measured by running the same reduction again on the fit's state). Best
+of 3 after a warm-up, 0.3 s apart. Writes the "threads" section of RESULTS.md.
+
+    python benchmarks/thread_scaling.py [--quick] [--out PATH]
+
+On the 16-core device machine (numba installed there), after the GPU check if time is left:
+``python3 benchmarks/thread_scaling.py --out $OUT/threads.md`` (about 3 minutes on 16 cores),
+then paste the table into RESULTS.md with the machine's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import numba
+import numpy as np
+from _results import machine, write_section
+from sklearn.datasets import make_blobs
+
+from kmeans_stream import KMeans
+from kmeans_stream.algorithm import reduce_centers
+from kmeans_stream.backends.numba import NumbaKernels
+
+BATCH = 5000
+SHAPES = [(1_000_000, 16, 16), (500_000, 64, 256), (200_000, 128, 1024)]
+QUICK = [(100_000, 16, 16), (50_000, 64, 64)]
+
+
+def best(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        time.sleep(0.3)
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def threads_to_try() -> list[int]:
+    cores = numba.config.NUMBA_NUM_THREADS
+    return [t for t in (1, 2, 4, 8, 16) if t <= cores] or [1]
+
+
+def one_shape(n: int, d: int, k: int) -> list[str]:
+    X, _ = make_blobs(n, d, centers=k, random_state=0)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    lines = []
+    for threads in threads_to_try():
+        numba.set_num_threads(threads)
+        stream_s, lloyd_s, fit_s, reduce_s, K = one_count(X, k)
+        lines.append(
+            f"| {n:,}×{d} k={k} (K={K}) | {threads} | {n / stream_s / 1e6:.1f} | "
+            f"{n / lloyd_s / 1e6:.1f} | {lloyd_s / stream_s:.2f} | {fit_s:.2f} | "
+            f"{reduce_s:.2f} ({reduce_s / fit_s:.0%}) |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def one_count(X: np.ndarray, k: int) -> tuple[float, float, float, float, int]:
+    """Seconds of a streaming pass, a Lloyd pass, a fit and its reduction; and K."""
+    kernels = NumbaKernels()
+    start = np.ascontiguousarray(X[:k])
+    ones = np.ones(len(X))
+
+    def stream():
+        kernels.stream_batches(X, None, None, BATCH, start.copy(), np.zeros(k), 0)
+
+    stream_s = best(stream)
+    lloyd_s = best(lambda: kernels.lloyd(X, ones, np.array(start), 1, 0.0)) / 2
+    model = KMeans(k=k, backend="numba", random_state=0)
+    fit_s = best(lambda: model.fit(X), repeats=2)
+    fitted = model._fitted
+    reduce_s = best(lambda: reduce_centers(fitted.state, fitted.params, kernels,
+                                           copy.deepcopy(fitted.rng)), repeats=1)
+    return stream_s, lloyd_s, fit_s, reduce_s, len(fitted.state.counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args()
+    lines = [
+        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Command: `python "
+        f"benchmarks/thread_scaling.py{' --quick' if args.quick else ''}`. Load average at "
+        f"start: {os.getloadavg()[0]:.2f}.", "",
+        "| shape | threads | stream pass M pts/s | Lloyd pass M pts/s | stream / Lloyd "
+        "(target >= 0.8) | fit s | reduction s (share of the fit) |",
+        "|---|---|---|---|---|---|---|"]
+    for shape in QUICK if args.quick else SHAPES:
+        lines += one_shape(*shape)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as out:
+            out.write(text + "\n")
+    if not args.quick:
+        write_section("threads", "numba kernels by thread count: streaming pass, Lloyd pass, "
+                      "reduction share", text, stamp=False)
+
+
+if __name__ == "__main__":
+    main()
