@@ -276,12 +276,11 @@ class KMeans(ParamsMixin):
         fitted = _Fitted(result.state, result.reduction, params, _copy_rng(rng), result.dtype,
                          result.n_features, source.feature_names, result.n_epochs,
                          metrics=dict(result.metrics), attributes=dict(result.attributes))
-        if not values["compute_labels"]:
-            pass
-        elif result.labels is not None:  # the fit's last pass over the data labelled them
-            fitted.labels = (result.labels, result.inertia)
-        elif source.in_memory:
-            fitted.labels = self._labels_of(fitted, source)
+        if values["compute_labels"]:
+            if result.labels is not None:  # the fit's last pass over the data labelled them
+                fitted.labels = (result.labels, result.inertia)
+            elif source.in_memory:
+                fitted.labels = self._labels_of(fitted, source)
         if test_source is not None and not any(m.startswith("test:") for m in result.metrics):
             fitted.metrics.update(self._test_metrics(fitted, test_source))
         self._commit(fitted)
@@ -430,8 +429,7 @@ class KMeans(ParamsMixin):
         if source.n_features is not None:
             check_n_features(source.n_features, fitted.n_features)
         labels, _, total = self._assign(source, distances=False, fitted=fitted)
-        values = {"msd": total / max(len(labels), 1), "ssd": total}
-        return {f"test:{name}": values[name] for name in fitted.params.eval_metrics}
+        return _eval_metrics(len(labels), total, fitted.params.eval_metrics)
 
     def _labels_of(self, fitted: _Fitted, source: Source) -> tuple[np.ndarray, float]:
         """Labels and inertia of `source` under the centers of `fitted` (maybe not committed)."""
@@ -597,9 +595,7 @@ class KMeans(ParamsMixin):
             sum), as `eval_metrics` asks.
         """
         labels, _, total = self._assign(as_source(X), distances=False)
-        metrics = validate_value("eval_metrics", self.eval_metrics)
-        values = {"msd": total / len(labels), "ssd": total}
-        return {f"test:{name}": values[name] for name in metrics}
+        return _eval_metrics(len(labels), total, validate_value("eval_metrics", self.eval_metrics))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the transform's columns.
@@ -831,6 +827,13 @@ class KMeans(ParamsMixin):
             Unfitted, with those hyperparameters.
         """
         return cls(**from_strings(hyperparameters))
+
+
+def _eval_metrics(n_rows: int, total: float, names: Any) -> dict[str, float]:
+    """SageMaker's test metrics of `n_rows` rows whose squared distances sum to `total`:
+    ``test:msd`` and/or ``test:ssd``, as `names` (eval_metrics) asks."""
+    values = {"msd": total / n_rows, "ssd": total}
+    return {f"test:{name}": values[name] for name in names}
 
 
 def _check_names(fitted: np.ndarray | None, given: np.ndarray | None, kind: str,
