@@ -466,25 +466,6 @@ def validate_all(params: Mapping[str, Any]) -> dict[str, Any]:
             for name in BY_NAME}
 
 
-def to_strings(values: Mapping[str, Any]) -> dict[str, str]:
-    """SageMaker's string map for validated `values`: unset (None) values left out, lists as JSON.
-
-    Local-only knobs are not sent. 'auto' stays 'auto', as SageMaker-Spark sends it.
-    """
-    out: dict[str, str] = {}
-    for hp in HYPERPARAMETERS:
-        value = values.get(hp.name)
-        if not hp.sagemaker or value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            out[hp.name] = json.dumps(list(value))
-        elif isinstance(value, bool):
-            out[hp.name] = str(value)
-        else:
-            out[hp.name] = str(value)
-    return out
-
-
 # Local knobs that kmeans_stream's own training image reads when they are sent (SageMaker's
 # image does not know them); where and how a model computes stays the caller's business.
 ALGORITHM_KNOBS = ("random_state", "shuffle", "reassignment_ratio", "shuffle_buffer")
@@ -520,11 +501,12 @@ def job_strings(values: Mapping[str, Any], feature_dim: int, *,
 
 
 def _sdk_string(hp: Hyperparameter, value: Any) -> str:
+    """`value` as the SDK sent it: lists as JSON, numbers of a float hyperparameter cast to
+    float first (``1`` is ``'1.0'``), anything else as `str` gives it."""
     if isinstance(value, (list, tuple)):
         return json.dumps(list(value))
-    if isinstance(value, bool) or isinstance(value, str):
-        return str(value)
-    if any(isinstance(c, Interval) and c.kind == "float" for c in hp.constraints):
+    floats = any(isinstance(c, Interval) and c.kind == "float" for c in hp.constraints)
+    if floats and isinstance(value, numbers.Real) and not isinstance(value, bool):
         return str(float(value))
     return str(value)
 
