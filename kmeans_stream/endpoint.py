@@ -88,7 +88,7 @@ def _model_data(model: Any, name: str, options: JobOptions, aws: job.Aws) -> str
     trained = getattr(model, "model_data_", None)
     if trained:  # a refit drops it; partial_fit cannot continue a SageMaker model
         return trained
-    bucket = options.bucket or f"sagemaker-{aws.region}-{aws.account}"
+    bucket = options.bucket or aws.default_bucket
     job.check_bucket(bucket, aws, create=options.bucket is None)
     key = f"{options.prefix}/models/{name}/model.tar.gz"
     with tempfile.TemporaryDirectory() as folder:

@@ -349,6 +349,15 @@ def test_sample_weight_and_bad_rows_fail_before_upload(aws):
     assert created(platform) == [] and objects(platform, bucket) == []
 
 
+def test_a_bad_test_set_removes_the_train_channel_already_uploaded(aws):
+    platform, bucket = aws
+    T = blobs(seed=4)
+    T[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        remote(bucket, k=3).fit(blobs(), test=T)
+    assert created(platform) == [] and objects(platform, bucket) == []
+
+
 def test_fewer_rows_than_instances(aws):
     platform, bucket = aws
     with pytest.raises(ValueError, match="3 rows for 4 instances"):

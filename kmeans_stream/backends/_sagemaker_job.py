@@ -55,6 +55,11 @@ class Aws:
             self._account = self.client("sts").get_caller_identity()["Account"]
         return self._account
 
+    @property
+    def default_bucket(self) -> str:
+        """SageMaker's default bucket of this region and account, as the SDK named it."""
+        return f"sagemaker-{self.region}-{self.account}"
+
 
 ROLE_NEEDED = ("backend='sagemaker' needs role=: the IAM role (ARN or name) the training job "
                "runs as, one that SageMaker may assume and that reads and writes your bucket")
@@ -210,7 +215,7 @@ class LogTail:
                 return
 
 
-def wait(name: str, aws: Aws, options: Any, out: TextIO | None = sys.stderr) -> dict[str, Any]:
+def wait(name: str, aws: Aws, options: Any, out: TextIO) -> dict[str, Any]:
     """Poll DescribeTrainingJob until the job ends; returns its last description.
 
     Polls back off from ``options.poll`` seconds by half each time up to ``options.max_poll``.
@@ -218,7 +223,7 @@ def wait(name: str, aws: Aws, options: Any, out: TextIO | None = sys.stderr) -> 
     """
     client = aws.client("sagemaker")
     progress = Progress(name, out if options.progress else None)
-    logs = LogTail(name, aws, out or sys.stderr) if options.logs else None
+    logs = LogTail(name, aws, out) if options.logs else None
     interval = options.poll
     try:
         while True:

@@ -180,29 +180,24 @@ class SageMakerTrainer:
     """
 
     def __init__(self, role: str | None = None, instance_type: str | None = None,
-                 instance_count: int = 1, sagemaker_options: Mapping | None = None,
-                 out: Any = None) -> None:
+                 instance_count: int = 1, sagemaker_options: Mapping | None = None) -> None:
         self.role = role
         self.instance_type = instance_type
         self.instance_count = instance_count
         self.options = JobOptions.from_mapping(sagemaker_options)
-        self.out = out if out is not None else sys.stderr
 
     def fit(self, source: Any, params: Any, rng: np.random.Generator,
             test: Any = None) -> FitResult:
         """Upload, train, wait, download; see the module's docstring."""
         aws, request = self._prepare(source, params, test)
-        s3 = aws.client("s3")
-        written: list[str] = []
         try:
-            request.channels = self._channels(source, test, request, aws)
-            written = [uri for channel in request.channels for uri in channel.written]
+            self._upload(source, test, request, aws)
             n_features = _check_widths(request.channels, params.feature_dim)
             request.hyperparameters = job_strings(
                 dict(params.hyperparameters), n_features, knobs=self.options.algorithm_knobs)
             aws.client("sagemaker").create_training_job(**request.to_api())
-        except BaseException:
-            data.delete(written, s3)
+        except BaseException:  # what the channels uploaded, the test's after the train's too
+            data.delete([uri for c in request.channels for uri in c.written], aws.client("s3"))
             raise
         logger.info("created the SageMaker training job %s", request.name)
         return self._finish(request.name, aws)
@@ -244,7 +239,7 @@ class SageMakerTrainer:
         o = self.options
         named = o.bucket or next(
             (split_uri(uri)[0] for uri in (o.output_path, o.data_location) if uri), None)
-        bucket = named or f"sagemaker-{aws.region}-{aws.account}"
+        bucket = named or aws.default_bucket
         job.check_bucket(bucket, aws, create=named is None)
         for uri in (o.output_path, o.data_location):
             if uri and split_uri(uri)[0] != bucket:
@@ -252,8 +247,8 @@ class SageMakerTrainer:
         data_location = o.data_location or f"s3://{bucket}/{o.prefix}/record-sets"
         return data_location.rstrip("/"), o.output_path or f"s3://{bucket}/{o.prefix}/output"
 
-    def _channels(self, source: Any, test: Any, request: job.Request, aws: job.Aws) -> list:
-        channels = []
+    def _upload(self, source: Any, test: Any, request: job.Request, aws: job.Aws) -> None:
+        """The train (and test) channels, added to `request.channels` as each is made."""
         for channel, src, shards, distribution in (
             ("train", source, self.instance_count, "ShardedByS3Key"),
             ("test", test, 1, "FullyReplicated"),
@@ -266,11 +261,10 @@ class SageMakerTrainer:
                 made = data.upload_channel(src, channel, f"{request.data_location}/{channel}/",
                                            shards, distribution, aws.client("s3"),
                                            encrypt=self.options.encrypt)
-            channels.append(made)
-        return channels
+            request.channels.append(made)
 
     def _finish(self, name: str, aws: job.Aws) -> FitResult:
-        description = job.wait(name, aws, self.options, self.out)
+        description = job.wait(name, aws, self.options, sys.stderr)
         job.check_ended(description)
         metrics = job.final_metrics(description)
         uri = description["ModelArtifacts"]["S3ModelArtifacts"]
