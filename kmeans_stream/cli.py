@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from . import __version__, _progress
+from ._sampling import BottomK
 from .exceptions import DataFormatError, InvalidHyperparameterError
 from .hyperparameters import HYPERPARAMETERS
 
@@ -262,29 +263,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Sample:
-    """A uniform sample of `size` rows of a stream, with their labels: each row draws a key
-    in [0, 1) and the rows of the `size` smallest keys stay."""
-
-    def __init__(self, size: int, rng: np.random.Generator) -> None:
-        self.size, self.rng = size, rng
-        self.X, self.labels, self.keys = None, np.empty(0, np.int32), np.empty(0)
-
-    def add(self, X: np.ndarray, labels: np.ndarray) -> None:
-        keys = np.concatenate([self.keys, self.rng.random(len(X))])
-        X = X if self.X is None else np.concatenate([self.X, X.astype(self.X.dtype)])
-        labels = np.concatenate([self.labels, labels])
-        keep = slice(None) if len(keys) <= self.size else \
-            np.argpartition(keys, self.size - 1)[: self.size]
-        self.X, self.labels, self.keys = X[keep], labels[keep], keys[keep]
+class _Sample(BottomK):
+    """A uniform sample of a stream's rows with their labels, for the silhouette."""
 
     def silhouette(self) -> dict[str, Any]:
-        from .metrics import silhouette_score
+        from .metrics import silhouette_or_nan
 
-        n = len(self.labels)
-        if not 2 <= len(np.unique(self.labels)) <= n - 1:  # undefined: one cluster, or each alone
-            return {"silhouette": None, "silhouette_rows": n}
-        return {"silhouette": silhouette_score(self.X, self.labels), "silhouette_rows": n}
+        if self.columns is None:
+            return {"silhouette": None, "silhouette_rows": 0}
+        X, labels = self.columns
+        score = silhouette_or_nan(X, labels)
+        return {"silhouette": None if np.isnan(score) else score,
+                "silhouette_rows": len(labels)}
 
 
 def _select_k(args: argparse.Namespace) -> int:

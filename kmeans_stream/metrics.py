@@ -52,3 +52,11 @@ def silhouette_score(X: np.ndarray, labels: np.ndarray) -> float:
         s = (b - a) / np.maximum(a, b)
         scores[start:start + _ROWS] = np.where(own_size > 1, np.nan_to_num(s), 0.0)
     return float(scores.mean())
+
+
+def silhouette_or_nan(X: np.ndarray, labels: np.ndarray) -> float:
+    """`silhouette_score`, or NaN where it is undefined: fewer than 2 clusters among the rows,
+    or as many clusters as rows (a sample of a clustering can be either)."""
+    if not 2 <= len(np.unique(labels)) <= len(X) - 1:
+        return float("nan")
+    return silhouette_score(X, labels)

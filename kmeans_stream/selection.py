@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from . import backends
+from ._sampling import BottomK
 from .estimator import KMeans
 from .hyperparameters import HYPERPARAMETERS, validate_all, validate_value
 from .io.sources import Source, as_source
-from .metrics import silhouette_score
+from .metrics import silhouette_or_nan
 
 __all__ = ["KSelection", "METHODS", "select_k"]
 
@@ -271,20 +272,13 @@ def _draw_sample(source: Source, size: int, seed: int) -> tuple[np.ndarray, np.n
         index = np.arange(n) if n <= size else \
             np.sort(np.argpartition(rng.random(n), size)[:size])
         return index, _memory_rows(source, index), n
-    keys, index, rows, n, threshold = np.empty(0), np.empty(0, np.int64), None, 0, np.inf
+    sample, n = BottomK(size, rng), 0
     for X, _ in source.batches(_READ_ROWS):
-        batch_keys = rng.random(len(X))
-        new = np.flatnonzero(batch_keys < threshold)  # only these can enter the sample
-        keys = np.concatenate([keys, batch_keys[new]])
-        index = np.concatenate([index, n + new])
-        rows = X[new] if rows is None else np.concatenate([rows, X[new]])
+        sample.add(np.arange(n, n + len(X), dtype=np.int64), X)
         n += len(X)
-        if len(keys) > size:
-            keep = np.sort(np.argpartition(keys, size)[:size])
-            keys, index, rows = keys[keep], index[keep], rows[keep]
-            threshold = keys.max()
     if n == 0:
         raise ValueError(f"Found 0 sample(s) in {source.description}.")
+    index, rows = sample.columns
     return index, np.ascontiguousarray(rows), n
 
 
@@ -309,7 +303,7 @@ def _score_k(source: Source, k: int, seeds: np.ndarray, sample: Source,
     model = KMeans(k=k, random_state=int(seeds[0]), **params).fit(source)
     scores = _Scores(model)
     if "silhouette" in methods:
-        scores.silhouette = _silhouette(sample.data, model.predict(sample))
+        scores.silhouette = silhouette_or_nan(sample.data, model.predict(sample))
     if box is not None:
         # W_k of the data: the sample's SSE under the centers fitted to all the data (a fit to
         # the sample itself when the sample is every row); sd over B as the paper has it, ddof 0.
@@ -318,14 +312,6 @@ def _score_k(source: Source, k: int, seeds: np.ndarray, sample: Source,
         scores.gap = float(ref_log_w.mean() - log_w)
         scores.gap_se = float(ref_log_w.std() * np.sqrt(1.0 + 1.0 / len(ref_log_w)))
     return scores
-
-
-def _silhouette(sample: np.ndarray, labels: np.ndarray) -> float:
-    """The mean silhouette, NaN where it is undefined (fewer than 2 clusters in the sample, or
-    as many clusters as rows)."""
-    if not 2 <= len(np.unique(labels)) <= len(sample) - 1:
-        return np.nan
-    return silhouette_score(sample, labels)
 
 
 class _ReferenceBox:

@@ -25,3 +25,25 @@ def test_sum_squared_distances_by_hand():
     X = np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]])
     centers = np.array([[0.0, 0.0], [10.0, 1.0]])
     assert sum_squared_distances(X, centers) == pytest.approx(0.0 + 25.0 + 1.0)
+
+
+def test_bottom_k_gives_the_same_sample_from_an_array_and_from_its_batches():
+    from kmeans_stream._sampling import BottomK
+
+    X = np.random.default_rng(0).normal(size=(1000, 3))
+    whole, parts = BottomK(50, np.random.default_rng(7)), BottomK(50, np.random.default_rng(7))
+    whole.add(np.arange(1000), X)
+    for start in range(0, 1000, 64):
+        parts.add(np.arange(start, min(start + 64, 1000)), X[start:start + 64])
+    np.testing.assert_array_equal(whole.columns[0], parts.columns[0])
+    assert len(whole.columns[0]) == 50 and np.all(np.diff(whole.columns[0]) > 0)
+    np.testing.assert_array_equal(parts.columns[1], X[parts.columns[0]])
+
+
+def test_silhouette_or_nan_where_it_is_undefined():
+    from kmeans_stream.metrics import silhouette_or_nan
+
+    X = np.arange(8.0)[:, None]
+    assert np.isnan(silhouette_or_nan(X, np.zeros(8, int)))
+    assert np.isnan(silhouette_or_nan(X, np.arange(8)))
+    assert silhouette_or_nan(X, np.arange(8) // 4) == silhouette_score(X, np.arange(8) // 4)
