@@ -76,7 +76,7 @@ def one_count(X: np.ndarray, k: int) -> tuple[float, float, float, float, int]:
         kernels.stream_batches(X, None, None, BATCH, start.copy(), np.zeros(k), 0)
 
     stream_s = best(stream)
-    lloyd_s = best(lambda: kernels.lloyd(X, ones, np.array(start), 1, 0.0)) / 2
+    lloyd_s = best(lambda: kernels.lloyd(X, ones, np.array(start), 0, 0.0))  # one whole pass
     model = KMeans(k=k, backend="numba", random_state=0)
     fit_s = best(lambda: model.fit(X), repeats=2)
     fitted = model._fitted

@@ -296,8 +296,8 @@ def reduce_centers(state: StreamState, params: Params, kernels: Kernels,
     logger.info("shrinking %d centers into %d", len(points), k)
     workspace = kernels.workspace(points.dtype, k, points.shape[1], len(points))
     best: tuple[float, np.ndarray, int] | None = None
-    for trial in range(params.local_lloyd_num_trials):
-        centers = points[_seed_reduction(points, weights, params, kernels, rng)]
+    for trial, seeds in enumerate(_seed_reduction(points, weights, params, kernels, rng)):
+        centers = points[seeds]
         loss, n_iter = kernels.lloyd(points, weights, centers, params.local_lloyd_max_iter,
                                      params.local_lloyd_tol, workspace)
         logger.info("local kmeans attempt #%d. Current mean square distance %.6g",
@@ -320,9 +320,14 @@ def binned_weights(points: np.ndarray, weights: np.ndarray, centers: np.ndarray,
 
 def _seed_reduction(points: np.ndarray, weights: np.ndarray, params: Params, kernels: Kernels,
                     rng: np.random.Generator) -> np.ndarray:
-    k = params.k
+    """The starting rows of every trial, (local_lloyd_num_trials, k): drawn trial after trial
+    from `rng`, as if each trial drew its own just before its Lloyd."""
+    k, n_trials = params.k, params.local_lloyd_num_trials
     if params.local_lloyd_init_method == "random":
-        return rng.choice(len(points), size=k, replace=False, p=weights / weights.sum())
-    indices = np.empty(k, dtype=np.intp)
-    kernels.kmeanspp(points, weights, rng.random((k, n_local_trials(k))), indices)
+        p = weights / weights.sum()
+        return np.array([rng.choice(len(points), size=k, replace=False, p=p)
+                         for _ in range(n_trials)], dtype=np.intp).reshape(n_trials, k)
+    indices = np.empty((n_trials, k), dtype=np.intp)
+    kernels.kmeanspp_trials(points, weights, rng.random((n_trials, k, n_local_trials(k))),
+                            indices)
     return indices

@@ -454,10 +454,83 @@ def _move_to_means(C, sums, mass, used):
                 C[j, f] = s / m
 
 
+# Centers per block of the products between centers in `_half_gaps`.
+GAPS_BLOCK = 256
+
+
+@jit(parallel=True)
+def _half_gaps(C, half, slack):
+    """half[j] OUT: a lower bound of half the distance from center j to its nearest other center
+    (inf for a lone center). The gaps come from float64 products of the centers, less `slack`
+    times ||a||^2 + ||b||^2 for their rounding."""
+    k = C.shape[0]
+    C64 = C.astype(np.float64)
+    norms = np.empty(k, dtype=np.float64)
+    sq_norms(C64, norms)
+    right = C64.T
+    for blk in prange(-(-k // GAPS_BLOCK)):
+        lo = blk * GAPS_BLOCK
+        hi = min(k, lo + GAPS_BLOCK)
+        dots = np.dot(C64[lo:hi], right)
+        for a in range(lo, hi):
+            nearest = np.inf
+            for b in range(k):
+                if b != a:
+                    scale = norms[a] + norms[b]
+                    nearest = min(nearest, scale - 2.0 * dots[a - lo, b] - slack * scale)
+            half[a] = 0.5 * np.sqrt(max(nearest, 0.0))
+
+
+@jit(parallel=True)
+def _kept_rows(X, C, labels, sq_dist, half, margin, kept, n_workers):
+    """kept[i] OUT: row i's center is still its nearest, for certain: its distance to it is at
+    most half the gap to the center's nearest other center (triangle inequality), by `margin`
+    for rounding. sq_dist[i] OUT where kept: the distance, computed directly."""
+    n_chunks = n_workers if _parallel(X.shape[0], C[:1]) else 1
+    for t in prange(n_chunks):
+        lo, hi = _chunk(0, X.shape[0], n_chunks, t)
+        for i in range(lo, hi):
+            j = labels[i]
+            dist = _sq_to(X, i, C, j)
+            kept[i] = dist * margin <= half[j] * half[j]
+            if kept[i]:
+                sq_dist[i] = dist
+
+
+@jit()
+def _bounded_pass(X, weights, C, c_norms, cm2, scratch, gathered, width, labels, sq_dist, sums,
+                  mass, losses, half, kept, visits, visit_labels, visit_sq, margin, slack):
+    """One assignment pass that computes every distance only for the rows `_kept_rows` cannot
+    settle, then the weighted sums of every row; returns the workers whose sums count (1)."""
+    n = X.shape[0]
+    _half_gaps(C, half, slack)
+    _kept_rows(X, C, labels, sq_dist, half, margin, kept, scratch.shape[0])
+    m = 0
+    for i in range(n):
+        if not kept[i]:
+            visits[m] = i
+            m += 1
+    if m > 0:
+        _assign_accumulate(X, visits[:m], 0, m, weights, C, c_norms, cm2, scratch, gathered,
+                           width, visit_labels, visit_sq, sums, mass, losses)
+        for p in range(m):
+            labels[visits[p]] = visit_labels[p]
+            sq_dist[visits[p]] = visit_sq[p]
+    losses[0] = _accumulate(X, visits[:0], 0, n, 0, weights, labels, sq_dist, sums[0],
+                            mass[0])
+    return 1
+
+
 @jit()
 def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, gathered, width, labels, sq_dist,
-          sums, mass, losses):
-    """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter)."""
+          sums, mass, losses, half, kept, visits, visit_labels, visit_sq, margin, slack):
+    """Weighted Lloyd from C (INOUT) until the relative loss change is <= tol; (loss, n_iter).
+
+    The first pass computes every distance; the next ones only those of rows whose center may
+    have lost them (`_bounded_pass`), the same labels at a fraction of the work once the
+    centers settle. Scratch after sq_dist: half (k,), kept (n,) bool, visits, visit_labels
+    (n,) intp, visit_sq (n,) float64; margin and slack: the rounding allowances of the skips.
+    """
     n_samples = X.shape[0]
     no_visits = np.empty(0, dtype=np.intp)
     used = _assign_accumulate(X, no_visits, 0, n_samples, weights, C, c_norms, cm2, scratch,
@@ -467,8 +540,9 @@ def lloyd(X, weights, C, max_iter, tol, c_norms, cm2, scratch, gathered, width, 
     for it in range(1, max_iter + 1):
         n_iter = it
         _move_to_means(C, sums, mass, used)
-        used = _assign_accumulate(X, no_visits, 0, n_samples, weights, C, c_norms, cm2,
-                                  scratch, gathered, width, labels, sq_dist, sums, mass, losses)
+        used = _bounded_pass(X, weights, C, c_norms, cm2, scratch, gathered, width, labels,
+                             sq_dist, sums, mass, losses, half, kept, visits, visit_labels,
+                             visit_sq, margin, slack)
         previous = loss
         loss = losses[:used].sum()
         if previous - loss <= tol * previous:
@@ -746,6 +820,101 @@ def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, 
         _pp_add(X, weights, cands[best], step, cc[best], skip[best], closest, owner,
                 block_sums, max_sq, worker_max)
     return n_centers
+
+
+# Greedy k-means++ trials on a table of every squared distance between the rows: the
+# reduction's K weighted centers are few, and its trials all draw from them, so the table is
+# made once (one matrix product) and each step of each trial only reads rows of it.
+
+# A table entry below this fraction of ||a||^2 + ||b||^2 (rows centered) is recomputed from the
+# differences: there the expansion ||a||^2 + ||b||^2 - 2 a.b loses digits to cancellation.
+PP_TABLE_EXACT_BELOW = 1e-3
+
+
+# Rows of the table per matrix product (one block per worker at a time).
+PP_TABLE_BLOCK = 256
+
+
+@jit(parallel=True)
+def pp_table(X, centered, table):
+    """OUT table (K, K): table[a, b] = ||X[a] - X[b]||^2, from `centered` (X - its mean, float64).
+
+    Each entry is ||a||^2 + ||b||^2 - 2 a.b of the centered rows, clamped at 0, or the exact sum
+    of squared differences of X's rows where that is small (`PP_TABLE_EXACT_BELOW`); the
+    diagonal is 0. Row a holds the distances from row a, the only way the trials read it. The
+    products are BLAS calls, one block of rows per worker (BLAS held to one thread).
+    """
+    n = table.shape[0]
+    norms = np.empty(n, dtype=np.float64)
+    sq_norms(centered, norms)
+    right = centered.T
+    n_blocks = -(-n // PP_TABLE_BLOCK)
+    for blk in prange(n_blocks):
+        lo = blk * PP_TABLE_BLOCK
+        hi = min(n, lo + PP_TABLE_BLOCK)
+        np.dot(centered[lo:hi], right, table[lo:hi])
+        for a in range(lo, hi):
+            for b in range(n):
+                scale = norms[a] + norms[b]
+                value = scale - 2.0 * table[a, b]
+                if value < PP_TABLE_EXACT_BELOW * scale:
+                    value = _sq_to(X, a, X, b) if a != b else 0.0
+                table[a, b] = value
+
+
+@jit()
+def _pp_table_trial(table, weights, uniforms, indices, closest, block_sums):
+    """One greedy k-means++ trial reading squared distances from table; OUT indices.
+    Returns the steps done (fewer than indices.shape[0]: the potential reached 0)."""
+    n = table.shape[0]
+    n_centers = indices.shape[0]
+    n_cand = uniforms.shape[1]
+    cands = np.empty(n_cand, dtype=np.intp)
+    closest[:] = 1.0
+    for b in range(block_sums.shape[0]):
+        block_sums[b] = _block_sum(weights, closest, b)
+    chosen = _draw(weights, closest, block_sums, uniforms[0, 0] * block_sums.sum())
+    indices[0] = chosen
+    for step in range(n_centers):
+        if step > 0:
+            total = block_sums.sum()
+            if total <= 0.0:
+                return step
+            for c in range(n_cand):
+                cands[c] = _draw(weights, closest, block_sums, uniforms[step, c] * total)
+            best = 0
+            best_gain = 0.0
+            for c in range(n_cand if n_cand > 1 else 0):
+                row = table[cands[c]]
+                gain = 0.0
+                for i in range(n):
+                    drop = closest[i] - row[i]
+                    if drop > 0.0:
+                        gain += weights[i] * drop
+                if c == 0 or gain > best_gain:
+                    best, best_gain = c, gain
+            chosen = cands[best]
+            indices[step] = chosen
+        row = table[chosen]
+        for b in range(block_sums.shape[0]):
+            s = 0.0
+            for i in range(b * PP_BLOCK, min(n, (b + 1) * PP_BLOCK)):
+                if step == 0 or row[i] < closest[i]:
+                    closest[i] = row[i]
+                s += weights[i] * closest[i]
+            block_sums[b] = s
+    return n_centers
+
+
+@jit(parallel=True)
+def kmeanspp_table(table, weights, uniforms, indices, closest, block_sums, done):
+    """Greedy weighted k-means++ trials from a table of squared distances (`pp_table`):
+    trial t draws with uniforms[t] (n_centers, n_cand) into indices[t]; done[t] OUT, its steps.
+    Trials run in parallel, each on its own: the results do not depend on the thread count.
+    Scratch: closest (n_trials, K), block_sums (n_trials, ceil(K / PP_BLOCK))."""
+    for t in prange(indices.shape[0]):
+        done[t] = _pp_table_trial(table, weights, uniforms[t], indices[t], closest[t],
+                                  block_sums[t])
 
 
 # Plain (lazy) k-means++: see `kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`, whose

@@ -142,6 +142,15 @@ class Kernels(Protocol):
         points for {n_centers} centers" when the potential reaches 0.
         """
 
+    def kmeanspp_trials(
+        self, X: Any, weights: Any, uniforms: np.ndarray, indices: np.ndarray
+    ) -> None:
+        """`kmeanspp` for several independent trials at once: uniforms (n_trials, n_centers,
+        n_candidates) IN, host; indices (n_trials, n_centers) intp OUT, trial t's the rows
+        `kmeanspp` picks from uniforms[t]. A backend may share work between the trials (the
+        numba one computes the distances between the rows once); `each_trial` is the plain
+        loop."""
+
     def kmeanspp_plain(
         self, X: Any, weights: Any, uniforms: np.ndarray, indices: np.ndarray
     ) -> None:
@@ -149,6 +158,17 @@ class Kernels(Protocol):
         2 * PLAIN_PROPOSALS) IN. The rules of the draws, refreshes and acceptances are those
         of `kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`, so that every backend
         picks the same rows from the same uniforms."""
+
+
+def each_trial(kernels: Kernels, X: Any, weights: Any, uniforms: np.ndarray,
+               indices: np.ndarray) -> None:
+    """`Kernels.kmeanspp_trials` as one `Kernels.kmeanspp` call per trial."""
+    if uniforms.ndim != 3 or indices.shape != uniforms.shape[:2]:
+        raise ValueError(f"uniforms of shape {uniforms.shape} do not fit indices of shape "
+                         f"{indices.shape}: (n_trials, n_centers, n_candidates) and (n_trials, "
+                         "n_centers).")
+    for trial in range(len(indices)):
+        kernels.kmeanspp(X, weights, uniforms[trial], indices[trial])
 
 
 @dataclass

@@ -52,7 +52,7 @@ from ._cupy_host import (
     too_few_points,
 )
 from ._cupy_launch import NUMPY_HOST_MAX, DeviceRefresh, Launcher, Tuning
-from .base import PLAIN_PROPOSALS
+from .base import PLAIN_PROPOSALS, each_trial
 
 __all__ = ["CupyKernels", "Tuning", "gpu_available"]
 
@@ -289,6 +289,11 @@ class CupyKernels:
             if bad.size:
                 raise too_few_points(int(bad[0]) + 1, n_centers)
         set_indices(indices, picked)
+
+    def kmeanspp_trials(self, X: Any, weights: Any, uniforms: np.ndarray,
+                        indices: np.ndarray) -> None:
+        """One `kmeanspp` per trial (see `Kernels.kmeanspp_trials`)."""
+        each_trial(self, X, weights, uniforms, indices)
 
     def kmeanspp_plain(self, X: Any, weights: Any, uniforms: np.ndarray,
                        indices: np.ndarray) -> None:

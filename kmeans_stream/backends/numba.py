@@ -74,6 +74,9 @@ _NONE = np.empty(0, dtype=np.float64)  # "no weights" / "no distances" for the k
 _NO_ORDER = np.empty(0, dtype=np.intp)
 # Rows per tile of `refine`: its distances are kept a tile at a time, never n float64.
 REFINE_TILE = 4096
+# Greedy k-means++ trials on at most this many rows read one table of their squared distances
+# (float64, 256 MiB at this size); beyond, each trial computes the distances it needs.
+PP_TABLE_MAX_ROWS = 5792
 
 
 def _check_X(X: np.ndarray) -> np.ndarray:
@@ -150,6 +153,7 @@ class _Workspace:
         # The matrix-product path copies a tile's visited rows here (rows of an order).
         self.gathered = np.empty((n_workers, 0 if width else 512, n_features), dtype=dtype)
         self._tile_distances: np.ndarray | None = None
+        self._bounds: tuple | None = None
 
     def check(self, X: np.ndarray, centers: np.ndarray, rows: int) -> None:
         """The workspace was made for this dtype, these centers and at least `rows` rows."""
@@ -165,6 +169,16 @@ class _Workspace:
         if self._tile_distances is None:
             self._tile_distances = np.empty((self.scratch.shape[0], REFINE_TILE))
         return self._tile_distances
+
+    def bounds(self) -> tuple:
+        """Lloyd's skips (`_k.lloyd`): half gaps (n_centers,), kept flags, visited rows, their
+        labels and distances (rows,); made on first use."""
+        if self._bounds is None:
+            rows = self.rows
+            self._bounds = (np.empty(self.key[1]), np.empty(rows, dtype=np.bool_),
+                            np.empty(rows, dtype=np.intp), np.empty(rows, dtype=np.intp),
+                            np.empty(rows))
+        return self._bounds
 
     def buffers(self) -> tuple:
         """The arguments every assigning kernel takes after the centers, up to the labels."""
@@ -259,10 +273,14 @@ class NumbaKernels:
         weights = _weights(weights, X.shape[0])
         ws = self._workspace_for(workspace, X, centers, X.shape[0])
         c_norms, cm2, scratch, width = ws.buffers()
-        with ws.blas_context():
+        # Rounding allowances of the skips: a sum of d squares in X's dtype; float64 gaps.
+        margin = 1.0 + 4.0 * (X.shape[1] + 2) * np.finfo(X.dtype).eps
+        slack = 4.0 * (X.shape[1] + 2) * np.finfo(np.float64).eps
+        with _single_threaded_blas():  # the gaps between centers are BLAS products
             loss, n_iter = _k.lloyd(
                 X, weights, centers, int(max_iter), float(tol), c_norms, cm2, scratch,
                 ws.gathered, width, ws.labels, ws.sq_dist, ws.sums, ws.mass, ws.losses,
+                *ws.bounds(), margin, slack,
             )
         return float(loss), int(n_iter)
 
@@ -307,6 +325,33 @@ class NumbaKernels:
         )
         if done < n_centers:
             raise too_few_points(done, n_centers)
+
+    def kmeanspp_trials(self, X, weights, uniforms, indices) -> None:
+        """Greedy weighted k-means++ trials (see `Kernels.kmeanspp_trials`): with at most
+        `PP_TABLE_MAX_ROWS` rows, on one table of the squared distances between them (made by
+        one matrix product, shared by the trials, which run in parallel); else trial by trial."""
+        X = _check_X(X)
+        n_trials, n_centers = indices.shape
+        _check_out("indices", indices, (np.intp,), (n_trials, n_centers))
+        n = X.shape[0]
+        if n > PP_TABLE_MAX_ROWS:
+            for trial in range(n_trials):
+                self.kmeanspp(X, weights, uniforms[trial], indices[trial])
+            return
+        weights = _unit(_weights(weights, n), n)
+        n_cand = max(1, np.shape(uniforms)[-1])
+        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        if uniforms.shape != (n_trials, n_centers, n_cand):
+            raise ValueError(f"uniforms must have shape {(n_trials, n_centers, n_cand)}; got "
+                             f"{uniforms.shape}.")
+        table = np.empty((n, n))
+        with _single_threaded_blas():
+            _k.pp_table(X, X.astype(np.float64) - X.mean(axis=0, dtype=np.float64), table)
+        done = np.empty(n_trials, dtype=np.intp)
+        _k.kmeanspp_table(table, weights, uniforms, indices, np.empty((n_trials, n)),
+                          np.empty((n_trials, -(-n // _k.PP_BLOCK))), done)
+        if done.min() < n_centers:
+            raise too_few_points(int(done.min()), n_centers)
 
     def kmeanspp_plain(self, X, weights, uniforms, indices) -> None:
         """Plain weighted k-means++ drawn lazily, by NumpyKernels.kmeanspp_plain's rules."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import PLAIN_PROPOSALS, decay_factor, plain_max_pending
+from .base import PLAIN_PROPOSALS, decay_factor, each_trial, plain_max_pending
 
 # Rows per distance tile: never an n_samples x K matrix for a whole dataset.
 _TILE_ROWS = 4096
@@ -213,6 +213,11 @@ class NumpyKernels:
                     best_potential, best, best_closest = potential, cand, trial
             indices[step] = best
             closest = best_closest
+
+    def kmeanspp_trials(self, X: Any, weights: Any, uniforms: np.ndarray,
+                        indices: np.ndarray) -> None:
+        """One `kmeanspp` per trial (see `Kernels.kmeanspp_trials`)."""
+        each_trial(self, X, weights, uniforms, indices)
 
     def kmeanspp_plain(self, X: np.ndarray, weights: np.ndarray | None, uniforms: np.ndarray,
                        indices: np.ndarray) -> None:

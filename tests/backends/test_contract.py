@@ -279,6 +279,50 @@ def test_kmeanspp_on_separated_blobs_matches_numpy(fast, n_candidates, dtype):
                                   seed(NP.kmeanspp, X, weights, uniforms))
 
 
+def _trials(kernels, X, weights, uniforms):
+    indices = np.empty(uniforms.shape[:2], dtype=np.intp)
+    kernels.kmeanspp_trials(X, weights, uniforms, indices)
+    return indices
+
+
+# One row; weighted rows; a streaming state's shape (K weighted centers, ~5 per cluster) with
+# rows far from the origin (the distances between rows lose digits in ||a||^2 + ||b||^2 - 2ab).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2), (300, 5, 7, 3), (1200, 40, 240, 2)])
+def test_kmeanspp_trials_match_the_reference_trial_by_trial(fast, shape, dtype):
+    n, d, k, n_cand = shape
+    X, _ = _blobs(n, d, max(1, n // 5), np.float64, seed=n)
+    X = (X + 1e4).astype(dtype)
+    rng = np.random.default_rng(n + d)
+    weights = rng.integers(1, 500, size=n).astype(np.float64)
+    uniforms = rng.random((4, k, n_cand))
+    expected = np.array([seed(NP.kmeanspp, X, weights, u) for u in uniforms])
+    np.testing.assert_array_equal(_trials(fast, X, weights, uniforms), expected)
+
+
+def test_kmeanspp_trials_beyond_the_table_size_go_trial_by_trial(monkeypatch):
+    numba_backend = pytest.importorskip("kmeans_stream.backends.numba")
+    X, _ = _blobs(500, 6, 40, np.float64, seed=5)
+    uniforms = np.random.default_rng(1).random((3, 30, 4))
+    on_table = _trials(numba_backend.NumbaKernels(), X, None, uniforms)
+    monkeypatch.setattr(numba_backend, "PP_TABLE_MAX_ROWS", 100)
+    np.testing.assert_array_equal(_trials(numba_backend.NumbaKernels(), X, None, uniforms),
+                                  on_table)
+    np.testing.assert_array_equal(on_table, [seed(NP.kmeanspp, X, None, u) for u in uniforms])
+
+
+def test_kmeanspp_trials_too_few_distinct_points(kernels):
+    X = np.repeat(np.arange(3.0)[:, None] * 1e6, 4, axis=0) + 5e8  # exact zeros needed
+    with pytest.raises(ValueError, match="only 3 distinct weighted points"):
+        _trials(kernels, X, np.ones(len(X)), np.full((2, 4, 2), 0.5))
+
+
+def test_kmeanspp_trials_shapes_must_agree(kernels):
+    X = np.arange(10.0).reshape(5, 2)
+    with pytest.raises(ValueError, match="shape"):
+        kernels.kmeanspp_trials(X, None, np.full((2, 2, 2), 0.5), np.empty((2, 3), np.intp))
+
+
 def test_kmeanspp_too_few_distinct_points(kernels):
     X = np.repeat(np.arange(3.0)[:, None], 4, axis=0)
     with pytest.raises(ValueError, match="only 3 distinct weighted points"):
@@ -338,6 +382,23 @@ def test_lloyd_matches_numpy(fast, shape, dtype):
         assert n_iter == ref_n_iter
         np.testing.assert_allclose(centers, ref_centers, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_lloyd_matches_numpy_pass_after_pass(fast, offset):
+    """The reduction's shape (about five weighted points a cluster, more centers than one block
+    of center gaps): after the first pass most rows keep their center without the distances to
+    the others; every pass must still give the reference's centers."""
+    X, _ = _blobs(1500, 12, 300, np.float64, seed=3)
+    X += offset
+    weights = np.random.default_rng(4).integers(1, 100, size=len(X)).astype(np.float64)
+    start = X[np.random.default_rng(5).choice(len(X), 300, replace=False)]
+    for max_iter in range(6):
+        centers, ref_centers = start.copy(), start.copy()
+        loss, _ = fast.lloyd(X, weights, centers, max_iter, 0.0, None)
+        ref_loss, _ = NP.lloyd(X, weights, ref_centers, max_iter, 0.0, None)
+        np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-9)
 
 
 def test_lloyd_loss_never_rises(kernels):

@@ -120,6 +120,7 @@ def test_a_new_backend_is_one_class_and_one_registry_line(registry):
     calls = CountingKernels.calls
     assert calls["stream_batches"] == 2  # in-memory data: one call per epoch
     assert calls["lloyd"] == 4 and calls["kmeanspp"] == 4  # one per reduction trial
+    assert calls["kmeanspp_trials"] == 1  # the trials seeded at once
     assert calls["workspace"] == 3  # the stream's, the reduction's, the labels'
     counted.set_params(backend="numpy")  # predicting is separate from training
     np.testing.assert_array_equal(counted.predict(X), reference.predict(X))
