@@ -670,6 +670,16 @@ def _block_sum(weights, closest, b):
 
 
 @jit()
+def _first_draw(weights, closest, block_sums, uniform):
+    """The first center of greedy k-means++, drawn by weight alone; closest and block_sums
+    start from it (1 for every row)."""
+    closest[:] = 1.0
+    for b in range(block_sums.shape[0]):
+        block_sums[b] = _block_sum(weights, closest, b)
+    return _draw(weights, closest, block_sums, uniform * block_sums.sum())
+
+
+@jit()
 def _pp_gains_range(X, weights, cands, cc, skip, closest, owner, lo, hi, gains):
     """gains[c] += the drop of the weighted potential over rows lo:hi if candidate c were added."""
     n_cand = cands.shape[0]
@@ -788,10 +798,7 @@ def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, 
     n_centers = indices.shape[0]
     n_cand = uniforms.shape[1]
     cands = np.empty(n_cand, dtype=np.intp)
-    closest[:] = 1.0
-    for b in range(block_sums.shape[0]):
-        block_sums[b] = _block_sum(weights, closest, b)
-    first = _draw(weights, closest, block_sums, uniforms[0, 0] * block_sums.sum())
+    first = _first_draw(weights, closest, block_sums, uniforms[0, 0])
     indices[0] = first
     Ct[:, 0] = X[first]
     _pp_add(X, weights, first, 0, cc[0], skip[0], closest, owner, block_sums, max_sq,
@@ -870,10 +877,7 @@ def _pp_table_trial(table, weights, uniforms, indices, closest, block_sums):
     n_centers = indices.shape[0]
     n_cand = uniforms.shape[1]
     cands = np.empty(n_cand, dtype=np.intp)
-    closest[:] = 1.0
-    for b in range(block_sums.shape[0]):
-        block_sums[b] = _block_sum(weights, closest, b)
-    chosen = _draw(weights, closest, block_sums, uniforms[0, 0] * block_sums.sum())
+    chosen = _first_draw(weights, closest, block_sums, uniforms[0, 0])
     indices[0] = chosen
     for step in range(n_centers):
         if step > 0:
