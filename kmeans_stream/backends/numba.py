@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from . import _numba_kernels as _k
-from .base import PLAIN_PROPOSALS, plain_max_pending
+from .base import PLAIN_PROPOSALS, each_trial, plain_max_pending
 from .numpy import too_few_points
 
 _BLAS_LOCK = threading.Lock()
@@ -110,7 +110,7 @@ def _weights(weights: np.ndarray | None, n_rows: int) -> np.ndarray:
     return weights
 
 
-def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The seeding kernels read uniforms unchecked: its shape is checked here."""
     uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
     if uniforms.shape != shape:
@@ -335,23 +335,18 @@ class NumbaKernels:
         _check_out("indices", indices, (np.intp,), (n_trials, n_centers))
         n = X.shape[0]
         if n > PP_TABLE_MAX_ROWS:
-            for trial in range(n_trials):
-                self.kmeanspp(X, weights, uniforms[trial], indices[trial])
+            each_trial(self, X, weights, uniforms, indices)
             return
         weights = _unit(_weights(weights, n), n)
-        n_cand = max(1, np.shape(uniforms)[-1])
-        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
-        if uniforms.shape != (n_trials, n_centers, n_cand):
-            raise ValueError(f"uniforms must have shape {(n_trials, n_centers, n_cand)}; got "
-                             f"{uniforms.shape}.")
+        uniforms = _check_uniforms(uniforms, (n_trials, n_centers, max(1, np.shape(uniforms)[-1])))
         table = np.empty((n, n))
         with _single_threaded_blas():
             _k.pp_table(X, X.astype(np.float64) - X.mean(axis=0, dtype=np.float64), table)
         done = np.empty(n_trials, dtype=np.intp)
         _k.kmeanspp_table(table, weights, uniforms, indices, np.empty((n_trials, n)),
                           np.empty((n_trials, -(-n // _k.PP_BLOCK))), done)
-        if done.min() < n_centers:
-            raise too_few_points(int(done.min()), n_centers)
+        if (steps := int(done.min())) < n_centers:
+            raise too_few_points(steps, n_centers)
 
     def kmeanspp_plain(self, X, weights, uniforms, indices) -> None:
         """Plain weighted k-means++ drawn lazily, by NumpyKernels.kmeanspp_plain's rules."""
