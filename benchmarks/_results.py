@@ -11,10 +11,24 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 _TITLE = "# Benchmark results\n\nEach section is rewritten by the script named in it.\n"
+
+
+def spaced_times(fn, repeats: int, pause: float) -> list[float]:
+    """Seconds of `repeats` calls of `fn` after one warm-up, each after `pause` seconds idle
+    (the OpenMP workers of the previous call stop spinning)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        time.sleep(pause)
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def machine() -> str:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from _results import write_section
+from _results import spaced_times, write_section
 from sklearn.datasets import make_blobs
 
 from kmeans_stream import KMeans
@@ -27,13 +26,7 @@ N, D, K, REPEATS = 10_000_000, 10, 5, 5
 
 def timed(fit) -> tuple[float, float]:
     """Median seconds of `fit` and the peak traced MiB of one more run."""
-    fit()
-    times = []
-    for _ in range(REPEATS):
-        time.sleep(0.5)
-        start = time.perf_counter()
-        fit()
-        times.append(time.perf_counter() - start)
+    times = spaced_times(fit, REPEATS, 0.5)
     tracemalloc.start()
     fit()
     peak = tracemalloc.get_traced_memory()[1] / 2**20

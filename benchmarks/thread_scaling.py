@@ -23,7 +23,7 @@ import time
 
 import numba
 import numpy as np
-from _results import machine, write_section
+from _results import machine, spaced_times, write_section
 from sklearn.datasets import make_blobs
 
 from kmeans_stream import KMeans
@@ -36,14 +36,7 @@ QUICK = [(100_000, 16, 16), (50_000, 64, 64)]
 
 
 def best(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        time.sleep(0.3)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(spaced_times(fn, repeats, 0.3))
 
 
 def threads_to_try() -> list[int]:
