@@ -9,7 +9,9 @@ of 3 after a warm-up, 0.3 s apart. Writes the "threads" section of RESULTS.md.
 
     python benchmarks/thread_scaling.py [--quick] [--out PATH]
 
-On the 16-core device machine (numba installed there), after the GPU check if time is left:
+`benchmarks/cpu.py` runs the same table on its shapes and writes it too; this script is the
+short form, for a machine where only the scaling is wanted. On the 16-core device machine
+(numba installed there), after the GPU check if time is left:
 ``python3 benchmarks/thread_scaling.py --out $OUT/threads.md`` (about 3 minutes on 16 cores),
 then paste the table into RESULTS.md with the machine's name.
 """
@@ -35,6 +37,13 @@ SHAPES = [(1_000_000, 16, 16), (500_000, 64, 256), (200_000, 128, 1024)]
 QUICK = [(100_000, 16, 16), (50_000, 64, 64)]
 
 
+THREADS_HEADER = [
+    "| shape | threads | stream pass M pts/s | Lloyd pass M pts/s | stream / Lloyd "
+    "(target >= 0.8) | fit s | reduction s (share of the fit) |",
+    "|---|---|---|---|---|---|---|"]
+TITLE = "numba kernels by thread count: streaming pass, Lloyd pass, reduction share"
+
+
 def best(fn, repeats: int = 3) -> float:
     return min(spaced_times(fn, repeats, 0.3))
 
@@ -48,6 +57,7 @@ def one_shape(n: int, d: int, k: int) -> list[str]:
     X, _ = make_blobs(n, d, centers=k, random_state=0)
     X = np.ascontiguousarray(X, dtype=np.float32)
     lines = []
+    cores = numba.get_num_threads()
     for threads in threads_to_try():
         numba.set_num_threads(threads)
         stream_s, lloyd_s, fit_s, reduce_s, K = one_count(X, k)
@@ -56,6 +66,7 @@ def one_shape(n: int, d: int, k: int) -> list[str]:
             f"{n / lloyd_s / 1e6:.1f} | {lloyd_s / stream_s:.2f} | {fit_s:.2f} | "
             f"{reduce_s:.2f} ({reduce_s / fit_s:.0%}) |")
         print(lines[-1], flush=True)
+    numba.set_num_threads(cores)
     return lines
 
 
@@ -86,10 +97,7 @@ def main() -> None:
     lines = [
         f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Command: `python "
         f"benchmarks/thread_scaling.py{' --quick' if args.quick else ''}`. Load average at "
-        f"start: {os.getloadavg()[0]:.2f}.", "",
-        "| shape | threads | stream pass M pts/s | Lloyd pass M pts/s | stream / Lloyd "
-        "(target >= 0.8) | fit s | reduction s (share of the fit) |",
-        "|---|---|---|---|---|---|---|"]
+        f"start: {os.getloadavg()[0]:.2f}.", "", *THREADS_HEADER]
     for shape in QUICK if args.quick else SHAPES:
         lines += one_shape(*shape)
     text = "\n".join(lines)
@@ -98,8 +106,7 @@ def main() -> None:
         with open(args.out, "w") as out:
             out.write(text + "\n")
     if not args.quick:
-        write_section("threads", "numba kernels by thread count: streaming pass, Lloyd pass, "
-                      "reduction share", text, stamp=False)
+        write_section("threads", TITLE, text, stamp=False)
 
 
 if __name__ == "__main__":
