@@ -37,7 +37,10 @@ the distances of the last refresh, and refreshes them for a group of new centers
 assignment pass (`assign_labels`); its rules are the numpy reference's, see
 `kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`. `kmeanspp` (the greedy form of the
 reduction, several candidates per step) needs every row's current distance at every step to
-score the candidates, and is described below.
+score the candidates, and is described below. The reduction's trials run it on a few thousand
+weighted points at most, all of them on the same points: `kmeanspp_table` runs them in
+parallel, sharing one table of 16-bit lower bounds of the squared distances between the points
+(`pp_table`), and computes exactly only the distances the bounds cannot rule out.
 
 k-means++ takes k dependent steps; each step draws from weight x D(x) (D: squared distance to
 the nearest chosen center) and then lowers D wherever the new center is closer. The state per
@@ -646,15 +649,16 @@ def _sq_to(X, i, C, j):
 
 
 @jit()
-def _draw(weights, closest, block_sums, target):
-    """First row whose running sum of weight * closest exceeds target (numpy's searchsorted)."""
+def _draw(weights, closest, block_sums, block, target):
+    """First row whose running sum of weight * closest exceeds target (numpy's searchsorted);
+    block_sums[b] sums the rows b * block to (b + 1) * block."""
     n = closest.shape[0]
     acc = 0.0
     b = 0
     while b < block_sums.shape[0] - 1 and acc + block_sums[b] <= target:
         acc += block_sums[b]
         b += 1
-    for i in range(b * PP_BLOCK, n):
+    for i in range(b * block, n):
         acc += weights[i] * closest[i]
         if acc > target:
             return i
@@ -662,21 +666,21 @@ def _draw(weights, closest, block_sums, target):
 
 
 @jit()
-def _block_sum(weights, closest, b):
+def _block_sum(weights, closest, b, block):
     s = 0.0
-    for i in range(b * PP_BLOCK, min(closest.shape[0], (b + 1) * PP_BLOCK)):
+    for i in range(b * block, min(closest.shape[0], (b + 1) * block)):
         s += weights[i] * closest[i]
     return s
 
 
 @jit()
-def _first_draw(weights, closest, block_sums, uniform):
+def _first_draw(weights, closest, block_sums, block, uniform):
     """The first center of greedy k-means++, drawn by weight alone; closest and block_sums
     start from it (1 for every row)."""
     closest[:] = 1.0
     for b in range(block_sums.shape[0]):
-        block_sums[b] = _block_sum(weights, closest, b)
-    return _draw(weights, closest, block_sums, uniform * block_sums.sum())
+        block_sums[b] = _block_sum(weights, closest, b, block)
+    return _draw(weights, closest, block_sums, block, uniform * block_sums.sum())
 
 
 @jit()
@@ -727,7 +731,7 @@ def _pp_add_range(X, weights, new, step, cc, skip, closest, owner, block_sums, b
                 changed = True
             max_sq[j] = max(max_sq[j], closest[i])
         if changed:
-            block_sums[b] = _block_sum(weights, closest, b)
+            block_sums[b] = _block_sum(weights, closest, b, PP_BLOCK)
 
 
 @jit(parallel=True)
@@ -798,7 +802,7 @@ def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, 
     n_centers = indices.shape[0]
     n_cand = uniforms.shape[1]
     cands = np.empty(n_cand, dtype=np.intp)
-    first = _first_draw(weights, closest, block_sums, uniforms[0, 0])
+    first = _first_draw(weights, closest, block_sums, PP_BLOCK, uniforms[0, 0])
     indices[0] = first
     Ct[:, 0] = X[first]
     _pp_add(X, weights, first, 0, cc[0], skip[0], closest, owner, block_sums, max_sq,
@@ -808,7 +812,8 @@ def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, 
         if total <= 0.0:
             return step
         for c in range(n_cand):
-            cands[c] = _draw(weights, closest, block_sums, uniforms[step, c] * total)
+            cands[c] = _draw(weights, closest, block_sums, PP_BLOCK,
+                             uniforms[step, c] * total)
         _center_gaps(X, cands, Ct, step, max_sq, cc, skip)
         best = 0
         if n_cand > 1:
@@ -829,96 +834,172 @@ def kmeanspp(X, weights, uniforms, indices, Ct, closest, owner, block_sums, cc, 
     return n_centers
 
 
-# Greedy k-means++ trials on a table of every squared distance between the rows: the
-# reduction's K weighted centers are few, and its trials all draw from them, so the table is
-# made once (one matrix product) and each step of each trial only reads rows of it.
+# Greedy k-means++ trials on a table of lower bounds of every squared distance between the
+# rows: the reduction's K weighted centers are few, and its trials all draw from them, so the
+# table is made once (one matrix product) and shared. A step reads the table's rows of its
+# candidates to find the few rows each could move closer, and computes exactly those distances
+# (float64 differences, as the reference's float64 rows): the picks are the exact algorithm's.
+# Each bound is kept in 16 bits, the top half of a float32 (a "bfloat16", 8 bits of exponent,
+# 7 of mantissa) rounded down, a quarter of a float64 table: non-negative floats order as their
+# bit patterns do, so a step compares integers.
 
-# A table entry below this fraction of ||a||^2 + ||b||^2 (rows centered) is recomputed from the
-# differences: there the expansion ||a||^2 + ||b||^2 - 2 a.b loses digits to cancellation.
-PP_TABLE_EXACT_BELOW = 1e-3
+# Relative error bound, per feature + 2, of ||a||^2 + ||b||^2 - 2 a.b (rows centered in float64)
+# against the exact squared distance, in units of ||a||^2 + ||b||^2 and float64's epsilon;
+# it covers the centering's rounding as well.
+PP_TABLE_SLACK = 4.0
+# Every bound is shrunk by this factor before it is rounded to float32, so that the rounding
+# (2^-24) and the exact distances' own (n_features x 2^-53) never lift it above them.
+PP_TABLE_SHRINK = 1.0 - 2.0**-20
 
-
-# Rows of the table per matrix product (one block per worker at a time).
-PP_TABLE_BLOCK = 256
+# Rows of the table per matrix product (one block at a time per worker).
+PP_TABLE_BLOCK = 64
+# Rows per block sum of the trials' draws: K is small, so a draw's walk through a block is
+# the longer part, and every block is summed again after every step anyway.
+PP_TABLE_DRAW_BLOCK = 64
 
 
 @jit(parallel=True)
-def pp_table(X, centered, table):
-    """OUT table (K, K): table[a, b] = ||X[a] - X[b]||^2, from `centered` (X - its mean, float64).
+def pp_table(centered, codes, n_workers):
+    """OUT codes (K, K) uint16: codes[a, b] bounds ||X[a] - X[b]||^2 from below, as the top 16
+    bits of a float32 (see above), from `centered` (X in float64 minus its mean).
 
-    Each entry is ||a||^2 + ||b||^2 - 2 a.b of the centered rows, clamped at 0, or the exact sum
-    of squared differences of X's rows where that is small (`PP_TABLE_EXACT_BELOW`); the
-    diagonal is 0. Row a holds the distances from row a, the only way the trials read it. The
-    products are BLAS calls, one block of rows per worker (BLAS held to one thread).
+    The bound is ||a||^2 + ||b||^2 - 2 a.b of the centered rows less its error bound
+    (`PP_TABLE_SLACK`), clamped at 0, shrunk (`PP_TABLE_SHRINK`), then rounded down to 16 bits.
+    The products are BLAS calls, one block of rows at a time per worker (BLAS held to one
+    thread), the blocks dealt out in turn.
     """
-    n = table.shape[0]
+    n, d = centered.shape
     norms = np.empty(n, dtype=np.float64)
     sq_norms(centered, norms)
-    right = centered.T
     n_blocks = -(-n // PP_TABLE_BLOCK)
-    for blk in prange(n_blocks):
-        lo = blk * PP_TABLE_BLOCK
-        hi = min(n, lo + PP_TABLE_BLOCK)
-        np.dot(centered[lo:hi], right, table[lo:hi])
-        for a in range(lo, hi):
-            for b in range(n):
-                scale = norms[a] + norms[b]
-                value = scale - 2.0 * table[a, b]
-                if value < PP_TABLE_EXACT_BELOW * scale:
-                    value = _sq_to(X, a, X, b) if a != b else 0.0
-                table[a, b] = value
+    for t in prange(n_workers):
+        dots = np.empty((PP_TABLE_BLOCK, n), dtype=np.float64)
+        row = np.empty(n, dtype=np.float32)
+        for blk in range(t, n_blocks, n_workers):
+            lo = blk * PP_TABLE_BLOCK
+            hi = min(n, lo + PP_TABLE_BLOCK)
+            np.dot(centered[lo:hi], centered.T, dots[: hi - lo])
+            for a in range(lo, hi):
+                _pp_table_row(dots[a - lo], norms, norms[a], d, row, codes[a])
 
 
 @jit()
-def _pp_table_trial(table, weights, uniforms, indices, closest, block_sums):
-    """One greedy k-means++ trial reading squared distances from table; OUT indices.
-    Returns the steps done (fewer than indices.shape[0]: the potential reached 0)."""
-    n = table.shape[0]
+def _pp_table_row(dots, norms, norm, d, row, codes):
+    """OUT codes: the 16-bit bounds of one row of the table from its products (`pp_table`); row
+    is float32 scratch."""
+    slack = PP_TABLE_SLACK * (d + 2) * np.finfo(np.float64).eps
+    for b in range(dots.shape[0]):
+        scale = norm + norms[b]
+        value = (scale - 2.0 * dots[b] - slack * scale) * PP_TABLE_SHRINK
+        row[b] = max(value, 0.0)  # above float32's range: inf, which a row's bound then is too
+    bits = row.view(np.uint32)
+    for b in range(dots.shape[0]):
+        codes[b] = bits[b] >> 16
+
+
+@jit()
+def _code_above(value, f32, u32):
+    """The least 16-bit code (see `pp_table`) whose float is >= value (value >= 0); f32 is a
+    float32 array of length 1 and u32 its uint32 view."""
+    f32[0] = np.float32(value)
+    bits = np.int64(u32[0])
+    if np.float64(f32[0]) < value:
+        bits += 1
+    return (bits + 0xFFFF) >> 16
+
+
+@jit()
+def _mark_below(row, bounds, flags):
+    """flags[i] = row[i] <= bounds[i]: the rows a center with this table row may move closer
+    (a loop without a branch, which vectorizes). flags' tail past the rows stays 0."""
+    for i in range(row.shape[0]):
+        flags[i] = row[i] <= bounds[i]
+
+
+@jit()
+def _pp_table_gain(X, cand, flags, closest, weights):
+    """Weighted drop of the potential were cand a center, from the exact distances of the rows
+    flagged by `_mark_below` (read 8 flags at a time, as one uint64)."""
+    n = closest.shape[0]
+    words = flags.view(np.uint64)
+    gain = 0.0
+    for j in range(words.shape[0]):
+        if words[j] != 0:
+            for i in range(8 * j, min(n, 8 * j + 8)):
+                if flags[i]:
+                    drop = closest[i] - _exact_sq(X, cand, X, i)
+                    if drop > 0.0:
+                        gain += weights[i] * drop
+    return gain
+
+
+@jit()
+def _pp_table_add(X, new, flags, closest, bounds, f32, u32):
+    """Lower closest to the exact distance to the new center on the flagged rows, and their
+    bounds with it."""
+    n = closest.shape[0]
+    words = flags.view(np.uint64)
+    for j in range(words.shape[0]):
+        if words[j] != 0:
+            for i in range(8 * j, min(n, 8 * j + 8)):
+                if flags[i]:
+                    dist = _exact_sq(X, new, X, i)
+                    if dist < closest[i]:
+                        closest[i] = dist
+                        bounds[i] = _code_above(dist, f32, u32)
+
+
+@jit()
+def _pp_table_trial(X, codes, weights, uniforms, indices, closest, bounds, flags, block_sums):
+    """One greedy k-means++ trial with the table of bounds (`pp_table`); OUT indices. closest
+    holds each row's exact squared distance to its nearest chosen center, bounds its code from
+    above; flags (K rounded up to 8, uint8) is scratch. Returns the steps done (fewer than
+    indices.shape[0]: the potential reached 0)."""
     n_centers = indices.shape[0]
     n_cand = uniforms.shape[1]
     cands = np.empty(n_cand, dtype=np.intp)
-    chosen = _first_draw(weights, closest, block_sums, uniforms[0, 0])
+    f32 = np.empty(1, dtype=np.float32)
+    u32 = f32.view(np.uint32)
+    chosen = _first_draw(weights, closest, block_sums, PP_TABLE_DRAW_BLOCK, uniforms[0, 0])
     indices[0] = chosen
+    closest[:] = np.inf  # the first step computes every row's distance
+    flags[:] = 1
+    flags[closest.shape[0]:] = 0
     for step in range(n_centers):
         if step > 0:
             total = block_sums.sum()
             if total <= 0.0:
                 return step
             for c in range(n_cand):
-                cands[c] = _draw(weights, closest, block_sums, uniforms[step, c] * total)
+                cands[c] = _draw(weights, closest, block_sums, PP_TABLE_DRAW_BLOCK,
+                                 uniforms[step, c] * total)
             best = 0
             best_gain = 0.0
             for c in range(n_cand if n_cand > 1 else 0):
-                row = table[cands[c]]
-                gain = 0.0
-                for i in range(n):
-                    drop = closest[i] - row[i]
-                    if drop > 0.0:
-                        gain += weights[i] * drop
+                _mark_below(codes[cands[c]], bounds, flags)
+                gain = _pp_table_gain(X, cands[c], flags, closest, weights)
                 if c == 0 or gain > best_gain:
                     best, best_gain = c, gain
             chosen = cands[best]
             indices[step] = chosen
-        row = table[chosen]
+            _mark_below(codes[chosen], bounds, flags)
+        _pp_table_add(X, chosen, flags, closest, bounds, f32, u32)
         for b in range(block_sums.shape[0]):
-            s = 0.0
-            for i in range(b * PP_BLOCK, min(n, (b + 1) * PP_BLOCK)):
-                if step == 0 or row[i] < closest[i]:
-                    closest[i] = row[i]
-                s += weights[i] * closest[i]
-            block_sums[b] = s
+            block_sums[b] = _block_sum(weights, closest, b, PP_TABLE_DRAW_BLOCK)
     return n_centers
 
 
 @jit(parallel=True)
-def kmeanspp_table(table, weights, uniforms, indices, closest, block_sums, done):
-    """Greedy weighted k-means++ trials from a table of squared distances (`pp_table`):
-    trial t draws with uniforms[t] (n_centers, n_cand) into indices[t]; done[t] OUT, its steps.
-    Trials run in parallel, each on its own: the results do not depend on the thread count.
-    Scratch: closest (n_trials, K), block_sums (n_trials, ceil(K / PP_BLOCK))."""
+def kmeanspp_table(X, codes, weights, uniforms, indices, closest, bounds, flags, block_sums,
+                   done):
+    """Greedy weighted k-means++ trials with a table of bounds (`pp_table`): trial t draws with
+    uniforms[t] (n_centers, n_cand) into indices[t]; done[t] OUT, its steps. Trials run in
+    parallel, each on its own: the results do not depend on the thread count. Scratch: closest
+    (n_trials, K) float64, bounds (n_trials, K) uint16, flags (n_trials, K rounded up to 8)
+    uint8, block_sums (n_trials, ceil(K / PP_TABLE_DRAW_BLOCK))."""
     for t in prange(indices.shape[0]):
-        done[t] = _pp_table_trial(table, weights, uniforms[t], indices[t], closest[t],
-                                  block_sums[t])
+        done[t] = _pp_table_trial(X, codes, weights, uniforms[t], indices[t], closest[t],
+                                  bounds[t], flags[t], block_sums[t])
 
 
 # Plain (lazy) k-means++: see `kmeans_stream.backends.numpy.NumpyKernels.kmeanspp_plain`, whose

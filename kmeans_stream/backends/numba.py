@@ -74,9 +74,10 @@ _NONE = np.empty(0, dtype=np.float64)  # "no weights" / "no distances" for the k
 _NO_ORDER = np.empty(0, dtype=np.intp)
 # Rows per tile of `refine`: its distances are kept a tile at a time, never n float64.
 REFINE_TILE = 4096
-# Greedy k-means++ trials on at most this many rows read one table of their squared distances
-# (float64, 256 MiB at this size); beyond, each trial computes the distances it needs.
-PP_TABLE_MAX_ROWS = 5792
+# Greedy k-means++ trials on at most this many rows read one table of bounds of their squared
+# distances (16 bits an entry, 128 MiB at this size); beyond, each trial computes the
+# distances it needs.
+PP_TABLE_MAX_ROWS = 8192
 
 
 def _check_X(X: np.ndarray) -> np.ndarray:
@@ -328,8 +329,10 @@ class NumbaKernels:
 
     def kmeanspp_trials(self, X, weights, uniforms, indices) -> None:
         """Greedy weighted k-means++ trials (see `Kernels.kmeanspp_trials`): with at most
-        `PP_TABLE_MAX_ROWS` rows, on one table of the squared distances between them (made by
-        one matrix product, shared by the trials, which run in parallel); else trial by trial."""
+        `PP_TABLE_MAX_ROWS` rows, with one table of lower bounds of the squared distances
+        between them (16 bits an entry, made by one matrix product and shared by the trials,
+        which run in parallel and compute exactly the distances the bounds cannot rule out);
+        else trial by trial."""
         X = _check_X(X)
         n_trials, n_centers = indices.shape
         _check_out("indices", indices, (np.intp,), (n_trials, n_centers))
@@ -339,12 +342,15 @@ class NumbaKernels:
             return
         weights = _unit(_weights(weights, n), n)
         uniforms = _check_uniforms(uniforms, (n_trials, n_centers, max(1, np.shape(uniforms)[-1])))
-        table = np.empty((n, n))
+        codes = np.empty((n, n), dtype=np.uint16)
         with _single_threaded_blas():
-            _k.pp_table(X, X.astype(np.float64) - X.mean(axis=0, dtype=np.float64), table)
+            _k.pp_table(X.astype(np.float64) - X.mean(axis=0, dtype=np.float64), codes,
+                        min(numba.get_num_threads(), -(-n // _k.PP_TABLE_BLOCK)))
         done = np.empty(n_trials, dtype=np.intp)
-        _k.kmeanspp_table(table, weights, uniforms, indices, np.empty((n_trials, n)),
-                          np.empty((n_trials, -(-n // _k.PP_BLOCK))), done)
+        _k.kmeanspp_table(X, codes, weights, uniforms, indices, np.empty((n_trials, n)),
+                          np.empty((n_trials, n), dtype=np.uint16),
+                          np.empty((n_trials, -(-n // 8) * 8), dtype=np.uint8),
+                          np.empty((n_trials, -(-n // _k.PP_TABLE_DRAW_BLOCK))), done)
         if (steps := int(done.min())) < n_centers:
             raise too_few_points(steps, n_centers)
 

@@ -300,6 +300,17 @@ def test_kmeanspp_trials_match_the_reference_trial_by_trial(fast, shape, dtype):
     np.testing.assert_array_equal(_trials(fast, X, weights, uniforms), expected)
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e20])
+def test_kmeanspp_trials_at_scales_beyond_float32(fast, scale):
+    """The numba table keeps its bounds as 16-bit floats (float32's exponent): squared
+    distances below float32's smallest or above its largest must rule nothing out wrongly."""
+    X, _ = _blobs(300, 5, 30, np.float64, seed=3)
+    X = X * scale
+    uniforms = np.random.default_rng(4).random((3, 20, 4))
+    expected = np.array([seed(NP.kmeanspp, X, None, u) for u in uniforms])
+    np.testing.assert_array_equal(_trials(fast, X, None, uniforms), expected)
+
+
 def test_kmeanspp_trials_beyond_the_table_size_go_trial_by_trial(monkeypatch):
     numba_backend = pytest.importorskip("kmeans_stream.backends.numba")
     X, _ = _blobs(500, 6, 40, np.float64, seed=5)
