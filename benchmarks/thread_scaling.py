@@ -2,8 +2,10 @@
 whole fit with the share its reduction takes (issue 14's 2-, 4-, 8- and 16-core rows).
 
 For each shape and each thread count up to the machine's cores (1, 2, 4, 8, 16): one streaming
-pass in 5,000-row batches (K centers), one Lloyd pass (assign + update, K centers), both in
-points per second, and their ratio (target >= 0.8); then a default fit and the time of its
+pass in 5,000-row batches (k centers), one Lloyd pass (assign + update, k centers), both in
+points per second, and their ratio (target >= 0.8); what the batches add to the streaming pass
+(its time less that of one batch of every row: the fork/joins, the workers' partial sums and
+the running-mean updates), per batch; then a default fit and the time of its
 reduction from K to k (measured by running the same reduction again on the fit's state). Best
 of 3 after a warm-up, 0.3 s apart. Writes the "threads" section of RESULTS.md.
 
@@ -39,8 +41,9 @@ QUICK = [(100_000, 16, 16), (50_000, 64, 64)]
 
 THREADS_HEADER = [
     "| shape | threads | stream pass M pts/s | Lloyd pass M pts/s | stream / Lloyd "
-    "(target >= 0.8) | fit s | reduction s (share of the fit) |",
-    "|---|---|---|---|---|---|---|"]
+    "(target >= 0.8) | per-batch overhead µs (share of the stream pass) | fit s | "
+    "reduction s (share of the fit) |",
+    "|---|---|---|---|---|---|---|---|"]
 TITLE = "numba kernels by thread count: streaming pass, Lloyd pass, reduction share"
 
 
@@ -60,33 +63,38 @@ def one_shape(n: int, d: int, k: int) -> list[str]:
     cores = numba.get_num_threads()
     for threads in threads_to_try():
         numba.set_num_threads(threads)
-        stream_s, lloyd_s, fit_s, reduce_s, K = one_count(X, k)
+        t = one_count(X, k)
+        batches = -(-n // BATCH)
+        overhead = max(0.0, t["stream"] - t["one_batch"])
         lines.append(
-            f"| {n:,}×{d} k={k} (K={K}) | {threads} | {n / stream_s / 1e6:.1f} | "
-            f"{n / lloyd_s / 1e6:.1f} | {lloyd_s / stream_s:.2f} | {fit_s:.2f} | "
-            f"{reduce_s:.2f} ({reduce_s / fit_s:.0%}) |")
+            f"| {n:,}×{d} k={k} (K={t['K']}) | {threads} | {n / t['stream'] / 1e6:.1f} | "
+            f"{n / t['lloyd'] / 1e6:.1f} | {t['lloyd'] / t['stream']:.2f} | "
+            f"{overhead / batches * 1e6:.0f} ({overhead / t['stream']:.0%}) | {t['fit']:.2f} | "
+            f"{t['reduce']:.2f} ({t['reduce'] / t['fit']:.0%}) |")
         print(lines[-1], flush=True)
     numba.set_num_threads(cores)
     return lines
 
 
-def one_count(X: np.ndarray, k: int) -> tuple[float, float, float, float, int]:
-    """Seconds of a streaming pass, a Lloyd pass, a fit and its reduction; and K."""
+def one_count(X: np.ndarray, k: int) -> dict[str, float]:
+    """Seconds of a streaming pass (in BATCH-row batches, and as one batch of every row: the
+    difference is what the batches add), a Lloyd pass, a fit and its reduction; and K."""
     kernels = NumbaKernels()
     start = np.ascontiguousarray(X[:k])
     ones = np.ones(len(X))
 
-    def stream():
-        kernels.stream_batches(X, None, None, BATCH, start.copy(), np.zeros(k), 0)
+    def stream(batch_size):
+        kernels.stream_batches(X, None, None, batch_size, start.copy(), np.zeros(k), 0)
 
-    stream_s = best(stream)
-    lloyd_s = best(lambda: kernels.lloyd(X, ones, np.array(start), 0, 0.0))  # one whole pass
+    times = dict(stream=best(lambda: stream(BATCH)), one_batch=best(lambda: stream(len(X))),
+                 lloyd=best(lambda: kernels.lloyd(X, ones, np.array(start), 0, 0.0)))
     model = KMeans(k=k, backend="numba", random_state=0)
-    fit_s = best(lambda: model.fit(X), repeats=2)
+    times["fit"] = best(lambda: model.fit(X), repeats=2)
     fitted = model._fitted
-    reduce_s = best(lambda: reduce_centers(fitted.state, fitted.params, kernels,
-                                           copy.deepcopy(fitted.rng)), repeats=1)
-    return stream_s, lloyd_s, fit_s, reduce_s, len(fitted.state.counts)
+    times["reduce"] = best(lambda: reduce_centers(fitted.state, fitted.params, kernels,
+                                                  copy.deepcopy(fitted.rng)), repeats=1)
+    times["K"] = len(fitted.state.counts)
+    return times
 
 
 def main() -> None:

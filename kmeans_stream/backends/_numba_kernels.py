@@ -85,6 +85,9 @@ TILE_ELEMENTS = 2**17
 # multiply-adds) streams 30% faster in parallel (26 -> 18 ms a pass); 2**16 gained nothing more
 # on the benchmark shapes and would wake the workers for tiny predicts under load.
 PARALLEL_MIN_WORK = 2**18
+# From this many additions (centers x features x workers) a batch's running-mean update splits
+# its centers among the workers rather than reducing the workers' partial sums on one thread.
+MIX_PARALLEL_MIN_WORK = 2**16
 
 
 def feature_width(n_features):
@@ -385,6 +388,15 @@ def _assign_accumulate(X, visits, start, stop, weights, C, c_norms, cm2, scratch
     Returns the number of workers whose partial sums are to be reduced.
     """
     prepare_centers(C, c_norms, cm2)
+    return _assign_accumulate_prepared(X, visits, start, stop, weights, C, c_norms, cm2,
+                                       scratch, gathered, width, labels, sq_dist, sums, mass,
+                                       losses)
+
+
+@jit()
+def _assign_accumulate_prepared(X, visits, start, stop, weights, C, c_norms, cm2, scratch,
+                                gathered, width, labels, sq_dist, sums, mass, losses):
+    """`_assign_accumulate` with c_norms and cm2 already prepared for C."""
     if _parallel(stop - start, C):
         _assign_accumulate_par(X, visits, start, stop, weights, C, c_norms, cm2, scratch,
                                gathered, width, labels, sq_dist, sums, mass, losses)
@@ -397,25 +409,48 @@ def _assign_accumulate(X, visits, start, stop, weights, C, c_norms, cm2, scratch
 
 
 @jit()
-def _mix_batch(C, counts, half_life, sums, mass, used):
-    """The running-mean rule of spec section 0 from the workers' partial sums; INOUT C, counts.
+def _mix_batch(C, counts, half_life, sums, mass, used, c_norms, cm2):
+    """The running-mean rule of spec section 0 from the workers' partial sums; INOUT C, counts;
+    c_norms and cm2 prepared again for the new C.
 
     The batch's total weight, which sets the decay, is the sum of what its centers received.
+    With much to reduce (centers x features x workers), the centers are split among the
+    workers: each reduces and moves its own, so no worker waits on a serial reduce of all.
     """
-    d = C.shape[1]
-    total = 0.0
-    for j in range(C.shape[0]):
-        for t in range(used):
-            total += mass[t, j]
-    decay = 2.0 ** (-total / half_life) if half_life > 0 else 1.0
-    for j in range(C.shape[0]):
+    decay = 1.0
+    if half_life > 0:
+        total = 0.0
+        for j in range(C.shape[0]):
+            for t in range(used):
+                total += mass[t, j]
+        decay = 2.0 ** (-total / half_life)
+    if C.shape[0] * C.shape[1] * used >= MIX_PARALLEL_MIN_WORK:
+        _mix_par(C, counts, decay, sums, mass, used, c_norms, cm2)
+    else:
+        _mix_range(C, counts, decay, sums, mass, used, 0, C.shape[0])
+        prepare_centers(C, c_norms, cm2)
+
+
+@jit(parallel=True)
+def _mix_par(C, counts, decay, sums, mass, used, c_norms, cm2):
+    n_chunks = sums.shape[0]
+    for t in prange(n_chunks):
+        lo, hi = _chunk(0, C.shape[0], n_chunks, t)
+        _mix_range(C, counts, decay, sums, mass, used, lo, hi)
+        prepare_centers(C[lo:hi], c_norms[lo:hi], cm2[lo:hi])
+
+
+@jit()
+def _mix_range(C, counts, decay, sums, mass, used, lo, hi):
+    """The centers lo:hi of `_mix_batch`."""
+    for j in range(lo, hi):
         counts[j] *= decay
         m = 0.0
         for t in range(used):
             m += mass[t, j]
         if m > 0.0:
             share = m / (counts[j] + m)
-            for f in range(d):
+            for f in range(C.shape[1]):
                 s = 0.0
                 for t in range(used):
                     s += sums[t, j, f]
@@ -434,11 +469,13 @@ def stream_batches(X, weights, order, batch_size, C, counts, half_life, c_norms,
     """
     n_visits = order.shape[0] if order.shape[0] > 0 else X.shape[0]
     no_distances = np.empty(0, dtype=np.float64)
+    prepare_centers(C, c_norms, cm2)
     for b0 in range(0, n_visits, batch_size):
         b1 = min(n_visits, b0 + batch_size)
-        used = _assign_accumulate(X, order, b0, b1, weights, C, c_norms, cm2, scratch, gathered,
-                                  width, labels, no_distances, sums, mass, losses)
-        _mix_batch(C, counts, half_life, sums, mass, used)
+        used = _assign_accumulate_prepared(X, order, b0, b1, weights, C, c_norms, cm2, scratch,
+                                           gathered, width, labels, no_distances, sums, mass,
+                                           losses)
+        _mix_batch(C, counts, half_life, sums, mass, used, c_norms, cm2)
 
 
 @jit()
