@@ -236,6 +236,16 @@ def test_stream_batches_matches_numpy(fast, shape, batch_size, half_life, weight
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-12)
 
 
+def test_stream_batches_with_many_centers_matches_numpy(fast):
+    # K x d = 65,536: numba splits each batch's running-mean update over its centers.
+    rng, X, start = _data(2000, 64, 1024, np.float64, seed=11)
+    weights = rng.random(len(X)) * 3
+    got = stream(fast, X, start, np.zeros(len(start)), 500, 700, weights)
+    ref = stream(NP, X, start, np.zeros(len(start)), 500, 700, weights)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-12)
+
+
 def test_stream_batches_float32_agrees_with_numpy(fast):
     # One start per blob, so that no row sits near a tie that float32 rounding could flip.
     X, truth = _blobs(6000, 8, 12, np.float32)
