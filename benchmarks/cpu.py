@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from kmeans_stream import KMeans  # noqa: E402
 from kmeans_stream.algorithm import (  # noqa: E402
     DEFAULT_NUM_TRIALS,
+    n_distinct_rows,
     n_initial_centers,
     n_local_trials,
     reduce_centers,
@@ -254,7 +255,7 @@ def init_costs(X, k, nb, repeats):
     same points is the peer.
     """
     batch = np.ascontiguousarray(X[:BATCH])
-    K = n_initial_centers(k, None, len(batch), len(np.unique(batch, axis=0)))
+    K = n_initial_centers(k, None, len(batch), n_distinct_rows(batch))
     uniforms = np.random.default_rng(1).random((K, 2 * PLAIN_PROPOSALS))
     ones = np.ones(len(batch))
     t_init, _, idx = measure(lambda: seeded(nb.kmeanspp_plain, batch, ones, uniforms), repeats)

@@ -282,7 +282,9 @@ def ours_stream(kern, X, K: int, batch: int, repeat: int = 1) -> float:
 
 
 def n_centers(first: np.ndarray, k: int) -> int:
-    return max(k, min(10 * k, len(np.unique(first, axis=0))))
+    from kmeans_stream.algorithm import n_distinct_rows, n_initial_centers
+
+    return n_initial_centers(k, None, len(first), n_distinct_rows(first))
 
 
 def ours_fit(kern, X, k: int, seed: int = 0):

@@ -229,9 +229,22 @@ def n_initial_centers(k: int, factor: int | None, n_rows: int, n_distinct: int) 
 
 def distinct_first_rows(X: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Row indices of `order`, keeping only the first occurrence of each distinct row."""
-    _, inverse = np.unique(X, axis=0, return_inverse=True)
+    _, inverse = np.unique(_row_bytes(X), return_inverse=True)
     _, first = np.unique(inverse.ravel()[order], return_index=True)
     return order[np.sort(first)]
+
+
+def n_distinct_rows(X: np.ndarray) -> int:
+    """How many rows of X differ (as numbers: -0.0 and 0.0 are one)."""
+    return len(np.unique(_row_bytes(X)))
+
+
+def _row_bytes(X: np.ndarray) -> np.ndarray:
+    """Each row of X as one opaque value, equal where the rows are equal numbers: a sort of
+    these is a sort of bytes, several times faster than ``np.unique(X, axis=0)``'s."""
+    X = np.ascontiguousarray(X)
+    X = X + X.dtype.type(0)  # -0.0 + 0.0 is 0.0: the one pair of equal numbers of other bytes
+    return X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
 
 
 def initialize(first: np.ndarray, weights: np.ndarray | None, params: Params,
@@ -243,7 +256,7 @@ def initialize(first: np.ndarray, weights: np.ndarray | None, params: Params,
     """
     check_feature_dim(params.feature_dim, first.shape[1])
     live = first if weights is None else first[weights > 0]
-    n_distinct = len(np.unique(live, axis=0))
+    n_distinct = n_distinct_rows(live)
     n_centers = n_initial_centers(params.k, params.extra_center_factor, len(live), n_distinct)
     if params.init_method == "random":
         order = rng.permutation(len(first)) if weights is None else _weighted_order(weights, rng)

@@ -86,6 +86,16 @@ def test_initial_centers_are_distinct_rows_of_the_first_batch(method):
     assert (state.counts == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_n_distinct_rows_counts_equal_numbers_once(dtype):
+    X = np.array([[0.0, 1.0], [-0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, -0.0], [2.5, 1.0]],
+                 dtype=dtype)
+    assert algorithm.n_distinct_rows(X) == 3
+    assert algorithm.n_distinct_rows(X[:, ::-1]) == 3  # a strided view
+    rows = np.random.default_rng(0).integers(0, 3, size=(500, 4)).astype(dtype)
+    assert algorithm.n_distinct_rows(rows) == len(np.unique(rows, axis=0))
+
+
 def test_distinct_first_rows_keeps_order_and_first_occurrence():
     X = np.array([[1.0], [2.0], [1.0], [3.0], [2.0]])
     order = np.array([4, 2, 0, 3, 1])
