@@ -108,4 +108,4 @@ def test_the_rules_see_imports_inside_functions(tmp_path):
     # The reader itself: relative imports and imports inside functions count.
     assert "kmeans_stream.backends.numpy" in imports_of(PACKAGE / "backends" / "numba.py")
     assert "kmeans_stream.io.sources" in imports_of(PACKAGE / "estimator.py")
-    assert "kmeans_stream.persistence" in imports_of(PACKAGE / "estimator.py")
+    assert "kmeans_stream.persistence" in imports_of(PACKAGE / "_estimator_sagemaker.py")
