@@ -498,43 +498,71 @@ def _move_to_means(C, sums, mass, used):
 GAPS_BLOCK = 256
 
 
-@jit(parallel=True)
+@jit()
 def _half_gaps(C, half, slack):
     """half[j] OUT: a lower bound of half the distance from center j to its nearest other center
     (inf for a lone center). The gaps come from float64 products of the centers, less `slack`
-    times ||a||^2 + ||b||^2 for their rounding."""
-    k = C.shape[0]
+    times ||a||^2 + ||b||^2 for their rounding; blocks of GAPS_BLOCK centers run in parallel
+    when there is more than one."""
     C64 = C.astype(np.float64)
-    norms = np.empty(k, dtype=np.float64)
+    norms = np.empty(C.shape[0], dtype=np.float64)
     sq_norms(C64, norms)
-    right = C64.T
-    for blk in prange(-(-k // GAPS_BLOCK)):
-        lo = blk * GAPS_BLOCK
-        hi = min(k, lo + GAPS_BLOCK)
-        dots = np.dot(C64[lo:hi], right)
-        for a in range(lo, hi):
-            nearest = np.inf
-            for b in range(k):
-                if b != a:
-                    scale = norms[a] + norms[b]
-                    nearest = min(nearest, scale - 2.0 * dots[a - lo, b] - slack * scale)
-            half[a] = 0.5 * np.sqrt(max(nearest, 0.0))
+    if C.shape[0] > GAPS_BLOCK:
+        _half_gaps_par(C64, norms, half, slack)
+    else:
+        _half_gaps_range(C64, norms, 0, C.shape[0], half, slack)
 
 
 @jit(parallel=True)
+def _half_gaps_par(C64, norms, half, slack):
+    k = C64.shape[0]
+    for blk in prange(-(-k // GAPS_BLOCK)):
+        _half_gaps_range(C64, norms, blk * GAPS_BLOCK, min(k, (blk + 1) * GAPS_BLOCK), half,
+                         slack)
+
+
+@jit()
+def _half_gaps_range(C64, norms, lo, hi, half, slack):
+    """`_half_gaps` of the centers lo:hi."""
+    k = C64.shape[0]
+    dots = np.dot(C64[lo:hi], C64.T)
+    for a in range(lo, hi):
+        nearest = np.inf
+        for b in range(k):
+            if b != a:
+                scale = norms[a] + norms[b]
+                nearest = min(nearest, scale - 2.0 * dots[a - lo, b] - slack * scale)
+        half[a] = 0.5 * np.sqrt(max(nearest, 0.0))
+
+
+@jit()
 def _kept_rows(X, C, labels, sq_dist, half, margin, kept, n_workers):
     """kept[i] OUT: row i's center is still its nearest, for certain: its distance to it is at
     most half the gap to the center's nearest other center (triangle inequality), by `margin`
-    for rounding. sq_dist[i] OUT where kept: the distance, computed directly."""
-    n_chunks = n_workers if _parallel(X.shape[0], C[:1]) else 1
+    for rounding. sq_dist[i] OUT where kept: the distance, computed directly. In parallel when
+    the rows are many."""
+    if _parallel(X.shape[0], C[:1]):
+        _kept_rows_par(X, C, labels, sq_dist, half, margin, kept, n_workers)
+    else:
+        _kept_range(X, C, labels, sq_dist, half, margin, kept, 0, X.shape[0])
+
+
+@jit(parallel=True)
+def _kept_rows_par(X, C, labels, sq_dist, half, margin, kept, n_chunks):
     for t in prange(n_chunks):
         lo, hi = _chunk(0, X.shape[0], n_chunks, t)
-        for i in range(lo, hi):
-            j = labels[i]
-            dist = _sq_to(X, i, C, j)
-            kept[i] = dist * margin <= half[j] * half[j]
-            if kept[i]:
-                sq_dist[i] = dist
+        _kept_range(X, C, labels, sq_dist, half, margin, kept, lo, hi)
+
+
+@jit()
+def _kept_range(X, C, labels, sq_dist, half, margin, kept, lo, hi):
+    """`_kept_rows` of the rows lo:hi."""
+    for i in range(lo, hi):
+        j = labels[i]
+        dist = _sq_to(X, i, C, j)
+        kept[i] = dist * margin <= half[j] * half[j]
+        if kept[i]:
+            sq_dist[i] = dist
 
 
 @jit()
