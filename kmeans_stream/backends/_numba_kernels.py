@@ -936,6 +936,7 @@ def pp_table(centered, codes, n_workers):
     n, d = centered.shape
     norms = np.empty(n, dtype=np.float64)
     sq_norms(centered, norms)
+    slack = PP_TABLE_SLACK * (d + 2) * np.finfo(np.float64).eps
     n_blocks = -(-n // PP_TABLE_BLOCK)
     for t in prange(n_workers):
         dots = np.empty((PP_TABLE_BLOCK, n), dtype=np.float64)
@@ -945,14 +946,13 @@ def pp_table(centered, codes, n_workers):
             hi = min(n, lo + PP_TABLE_BLOCK)
             np.dot(centered[lo:hi], centered.T, dots[: hi - lo])
             for a in range(lo, hi):
-                _pp_table_row(dots[a - lo], norms, norms[a], d, row, codes[a])
+                _pp_table_row(dots[a - lo], norms, norms[a], slack, row, codes[a])
 
 
 @jit()
-def _pp_table_row(dots, norms, norm, d, row, codes):
+def _pp_table_row(dots, norms, norm, slack, row, codes):
     """OUT codes: the 16-bit bounds of one row of the table from its products (`pp_table`); row
     is float32 scratch."""
-    slack = PP_TABLE_SLACK * (d + 2) * np.finfo(np.float64).eps
     for b in range(dots.shape[0]):
         scale = norm + norms[b]
         value = (scale - 2.0 * dots[b] - slack * scale) * PP_TABLE_SHRINK
@@ -982,36 +982,40 @@ def _mark_below(row, bounds, flags):
 
 
 @jit()
-def _pp_table_gain(X, cand, flags, closest, weights):
-    """Weighted drop of the potential were cand a center, from the exact distances of the rows
-    flagged by `_mark_below` (read 8 flags at a time, as one uint64)."""
-    n = closest.shape[0]
+def _flagged(flags, n, rows):
+    """rows[:m] OUT: the rows i < n whose flag `_mark_below` set, in order; returns m. The
+    flags are read 8 at a time, as one uint64."""
     words = flags.view(np.uint64)
-    gain = 0.0
+    m = 0
     for j in range(words.shape[0]):
         if words[j] != 0:
             for i in range(8 * j, min(n, 8 * j + 8)):
                 if flags[i]:
-                    drop = closest[i] - _exact_sq(X, cand, X, i)
-                    if drop > 0.0:
-                        gain += weights[i] * drop
+                    rows[m] = i
+                    m += 1
+    return m
+
+
+@jit()
+def _pp_table_gain(X, cand, rows, closest, weights):
+    """Weighted drop of the potential were cand a center, from the exact distances of `rows`."""
+    gain = 0.0
+    for i in rows:
+        drop = closest[i] - _exact_sq(X, cand, X, i)
+        if drop > 0.0:
+            gain += weights[i] * drop
     return gain
 
 
 @jit()
-def _pp_table_add(X, new, flags, closest, bounds, f32, u32):
-    """Lower closest to the exact distance to the new center on the flagged rows, and their
-    bounds with it."""
-    n = closest.shape[0]
-    words = flags.view(np.uint64)
-    for j in range(words.shape[0]):
-        if words[j] != 0:
-            for i in range(8 * j, min(n, 8 * j + 8)):
-                if flags[i]:
-                    dist = _exact_sq(X, new, X, i)
-                    if dist < closest[i]:
-                        closest[i] = dist
-                        bounds[i] = _code_above(dist, f32, u32)
+def _pp_table_add(X, new, rows, closest, bounds, f32, u32):
+    """Lower closest to the exact distance to the new center on `rows`, and their bounds with
+    it."""
+    for i in rows:
+        dist = _exact_sq(X, new, X, i)
+        if dist < closest[i]:
+            closest[i] = dist
+            bounds[i] = _code_above(dist, f32, u32)
 
 
 @jit()
@@ -1020,16 +1024,18 @@ def _pp_table_trial(X, codes, weights, uniforms, indices, closest, bounds, flags
     holds each row's exact squared distance to its nearest chosen center, bounds its code from
     above; flags (K rounded up to 8, uint8) is scratch. Returns the steps done (fewer than
     indices.shape[0]: the potential reached 0)."""
+    n = closest.shape[0]
     n_centers = indices.shape[0]
     n_cand = uniforms.shape[1]
     cands = np.empty(n_cand, dtype=np.intp)
+    rows = np.empty(n, dtype=np.intp)
     f32 = np.empty(1, dtype=np.float32)
     u32 = f32.view(np.uint32)
     chosen = _first_draw(weights, closest, block_sums, PP_TABLE_DRAW_BLOCK, uniforms[0, 0])
     indices[0] = chosen
     closest[:] = np.inf  # the first step computes every row's distance
     flags[:] = 1
-    flags[closest.shape[0]:] = 0
+    flags[n:] = 0
     for step in range(n_centers):
         if step > 0:
             total = block_sums.sum()
@@ -1042,13 +1048,15 @@ def _pp_table_trial(X, codes, weights, uniforms, indices, closest, bounds, flags
             best_gain = 0.0
             for c in range(n_cand if n_cand > 1 else 0):
                 _mark_below(codes[cands[c]], bounds, flags)
-                gain = _pp_table_gain(X, cands[c], flags, closest, weights)
+                m = _flagged(flags, n, rows)
+                gain = _pp_table_gain(X, cands[c], rows[:m], closest, weights)
                 if c == 0 or gain > best_gain:
                     best, best_gain = c, gain
             chosen = cands[best]
             indices[step] = chosen
             _mark_below(codes[chosen], bounds, flags)
-        _pp_table_add(X, chosen, flags, closest, bounds, f32, u32)
+        m = _flagged(flags, n, rows)
+        _pp_table_add(X, chosen, rows[:m], closest, bounds, f32, u32)
         for b in range(block_sums.shape[0]):
             block_sums[b] = _block_sum(weights, closest, b, PP_TABLE_DRAW_BLOCK)
     return n_centers
