@@ -10,7 +10,6 @@ OpenMP pools, NUMBA_NUM_THREADS for numba, faiss.omp_set_num_threads).
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import os
 import subprocess
@@ -41,7 +40,7 @@ from _results import machine, write_section  # noqa: E402
 from sklearn.cluster import KMeans as SkKMeans  # noqa: E402
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus  # noqa: E402
 from sklearn.datasets import make_blobs  # noqa: E402
-from thread_scaling import THREADS_HEADER, TITLE, one_shape  # noqa: E402
+from thread_scaling import THREADS_HEADER, TITLE, one_shape, reduction_again  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from kmeans_stream import KMeans  # noqa: E402
@@ -50,7 +49,6 @@ from kmeans_stream.algorithm import (  # noqa: E402
     n_distinct_rows,
     n_initial_centers,
     n_local_trials,
-    reduce_centers,
 )
 from kmeans_stream.backends.base import PLAIN_PROPOSALS  # noqa: E402
 from kmeans_stream.backends.numba import NumbaKernels  # noqa: E402
@@ -165,7 +163,7 @@ def run_shape(n, d, k, rate, quick):
     t, peak, km = measure(lambda: KMeans(k=k, backend="numba", random_state=0).fit(X), fast)
     K = km.n_streaming_centers_
     ours = row(f"kmeans_stream fit, numba (K={K})", t, fast, peak, centers=km.cluster_centers_)
-    reduce_s = reduction_time(km, nb, fast)
+    reduce_s = measure(reduction_again(km, nb), fast)[0]
     t, peak, kp = measure(lambda: KMeans(k=k, backend="numpy", random_state=0).fit(X), slow,
                           warmup=not big)
     row("kmeans_stream fit, numpy", t, slow, peak, centers=kp.cluster_centers_)
@@ -233,14 +231,6 @@ def run_shape(n, d, k, rate, quick):
         reduce_share=(reduce_s, reduce_s / ours["t"]),
     )
     return rows, targets, notes, X.nbytes
-
-
-def reduction_time(model, nb, repeats) -> float:
-    """Median seconds of the reduction from K to k of a fitted model, run again on its state
-    with a copy of the generator it started from (the method of thread_scaling.py)."""
-    fitted = model._fitted
-    return measure(lambda: reduce_centers(fitted.state, fitted.params, nb,
-                                          copy.deepcopy(fitted.rng)), repeats)[0]
 
 
 def init_costs(X, k, nb, repeats):

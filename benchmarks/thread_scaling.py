@@ -6,9 +6,8 @@ pass in 5,000-row batches (k centers), one Lloyd pass (assign + update, k center
 points per second, and their ratio (target >= 0.8); what a batch adds to the streaming pass
 (the fork/join, the workers' partial sums, the running-mean update), from the same pass in
 batches 20 times larger: the time saved over the batches saved; then a default fit and the
-time of its
-reduction from K to k (measured by running the same reduction again on the fit's state). Best
-of 3 after a warm-up, 0.3 s apart. Writes the "threads" section of RESULTS.md.
+time of its reduction from K to k (measured by running the same reduction again on the fit's
+state). Best of 3 after a warm-up, 0.3 s apart. Writes the "threads" section of RESULTS.md.
 
     python benchmarks/thread_scaling.py [--quick] [--out PATH]
 
@@ -53,6 +52,13 @@ def best(fn, repeats: int = 3) -> float:
     return min(spaced_times(fn, repeats, 0.3))
 
 
+def reduction_again(model: KMeans, kernels: NumbaKernels):
+    """A call that runs a fitted model's reduction from K to k again, on its streamed state,
+    with a copy of the generator it started from."""
+    fitted = model._fitted
+    return lambda: reduce_centers(fitted.state, fitted.params, kernels, copy.deepcopy(fitted.rng))
+
+
 def threads_to_try() -> list[int]:
     cores = numba.config.NUMBA_NUM_THREADS
     return [t for t in (1, 2, 4, 8, 16) if t <= cores] or [1]
@@ -93,10 +99,8 @@ def one_count(X: np.ndarray, k: int) -> dict[str, float]:
                  lloyd=best(lambda: kernels.lloyd(X, ones, np.array(start), 0, 0.0)))
     model = KMeans(k=k, backend="numba", random_state=0)
     times["fit"] = best(lambda: model.fit(X), repeats=2)
-    fitted = model._fitted
-    times["reduce"] = best(lambda: reduce_centers(fitted.state, fitted.params, kernels,
-                                                  copy.deepcopy(fitted.rng)), repeats=1)
-    times["K"] = len(fitted.state.counts)
+    times["reduce"] = best(reduction_again(model, kernels), repeats=1)
+    times["K"] = model.n_streaming_centers_
     return times
 
 
